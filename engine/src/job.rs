@@ -335,7 +335,8 @@ impl Job {
         st.status = Status::Running;
         let cycle = st.cycle + 1;
         let mut m = Merge::new(cycle);
-        if st.questions.values().any(|q| !q.closed && q.pending.is_some()) {
+        if status == Status::Waiting {
+            // Answers given while the job was still running wait here too, so only their content matters.
             st.apply_answers(&mut m);
         }
         if st.status.is_terminal() || cycle > st.budget.max_cycles {

@@ -1,1 +1,14 @@
-//! Integration tests of Converge.
+//! The one integration-test binary of Converge; one module per area.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+/// Native scripted agents and invariants, shared by every engine test.
+mod support;
+
+/// One named test per SPEC §2 rule, 1 to 12.
+mod rules;
+
+/// proptest properties of the engine, each tied to a rule.
+mod props;
+
+/// Data-driven cases under `tests/cases/`, one folder each (`UPDATE_EXPECT=1` rewrites expectations).
+mod cases;

@@ -2,7 +2,7 @@
 
 # Run every test (the README's test command).
 test:
-    cargo nextest run --workspace && cargo test --workspace --doc
+    cargo test --workspace --doc && cargo nextest run --workspace
 
 # Format, lint and test, exactly as CI does.
 ci:

@@ -6,7 +6,7 @@
 //! so no call copies the context. Nothing here is ever overwritten or removed.
 
 use crate::model::Fact;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, btree_map};
 use std::sync::Arc;
 
 /// Where a fact came from.
@@ -69,11 +69,61 @@ impl Context {
         }
     }
 
-    pub fn set_added(&mut self, added: BTreeMap<String, BTreeSet<String>>) {
-        self.added = added;
+    /// Insert the absent facts of `facts` (no `(key, id)` twice) with one search each and return their
+    /// `(key, id)` in order; facts already present with the same content are skipped. If one is present with
+    /// other content, undo every insertion and hand `facts` back unchanged.
+    pub fn insert_absent(
+        &mut self,
+        mut facts: Vec<Fact>,
+        agent: &Arc<str>,
+        cycle: u32,
+    ) -> Result<Vec<(String, String)>, Vec<Fact>> {
+        let mut done = Vec::new();
+        let mut conflict = false;
+        for (i, f) in facts.iter_mut().enumerate() {
+            let ids = match self.keys.get_mut(&f.key) {
+                Some(ids) => ids,
+                None => self.keys.entry(f.key.clone()).or_default(),
+            };
+            match ids.entry(f.id.clone()) {
+                btree_map::Entry::Vacant(slot) => {
+                    let content = std::mem::take(&mut f.content);
+                    slot.insert(Entry { content, agent: Arc::clone(agent), cycle });
+                    done.push(i);
+                }
+                btree_map::Entry::Occupied(present) if present.get().content == f.content => {}
+                btree_map::Entry::Occupied(_) => {
+                    conflict = true;
+                    break;
+                }
+            }
+        }
+        if conflict {
+            for &i in &done {
+                let f = &mut facts[i];
+                if let Some(ids) = self.keys.get_mut(&f.key) {
+                    if let Some(entry) = ids.remove(&f.id) {
+                        f.content = entry.content;
+                    }
+                    if ids.is_empty() {
+                        self.keys.remove(&f.key);
+                    }
+                }
+            }
+            return Err(facts);
+        }
+        self.len += done.len();
+        let mut done = done.into_iter().peekable();
+        let inserted = facts.into_iter().enumerate().filter(|(i, _)| done.next_if_eq(i).is_some());
+        Ok(inserted.map(|(_, f)| (f.key, f.id)).collect())
     }
 
-    pub fn extend_added(&mut self, more: BTreeMap<String, BTreeSet<String>>) {
+    pub fn set_added<I: IntoIterator<Item = String>>(&mut self, added: BTreeMap<String, I>) {
+        // `collect` sorts once and builds each set in bulk, far cheaper than one insert per id.
+        self.added = added.into_iter().map(|(key, ids)| (key, ids.into_iter().collect())).collect();
+    }
+
+    pub fn extend_added<I: IntoIterator<Item = String>>(&mut self, more: BTreeMap<String, I>) {
         for (key, ids) in more {
             self.added.entry(key).or_default().extend(ids);
         }

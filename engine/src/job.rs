@@ -441,7 +441,9 @@ fn execute(agent: &dyn Agent, view: &View) -> Execution {
 
 /// What one cycle's merge has done so far.
 struct Merge {
-    added: BTreeMap<String, BTreeSet<String>>,
+    /// Ids inserted, per key, in merge order: pushing is cheaper than a set insert per fact, and the context
+    /// sorts them once when it takes them (`set_added`).
+    added: BTreeMap<String, Vec<String>>,
     /// Per applied effect with proposals: its index in the trace, the agent, the proposals.
     proposals: Vec<(usize, Arc<str>, Vec<Proposal>)>,
     trace: CycleTrace,
@@ -528,11 +530,36 @@ impl State {
         for f in facts {
             ctx.insert(&f.key, &f.id, f.content, agent, cycle);
             match m.added.get_mut(&f.key) {
-                Some(ids) => ids.insert(f.id),
-                None => m.added.entry(f.key).or_default().insert(f.id),
-            };
+                Some(ids) => ids.push(f.id),
+                None => m.added.entry(f.key).or_default().push(f.id),
+            }
             m.trace.inserted += 1;
         }
+    }
+
+    /// The fast path of a merge: if every fact of a validated effect fits under `max_facts`, insert the absent
+    /// ones with one search each. If one conflicts, nothing stays inserted and the facts come back for the
+    /// careful path of `merge_effect`, which records the conflict. Returns the facts left to that path (none on
+    /// success), how many were inserted and how many were already present.
+    fn insert_clean(&mut self, facts: Vec<Fact>, agent: &Arc<str>, m: &mut Merge) -> (Vec<Fact>, u64, u64) {
+        if facts.is_empty() || !self.room_for(facts.len()) {
+            return (facts, 0, 0);
+        }
+        let total = facts.len() as u64;
+        let cycle = self.cycle;
+        let inserted = match self.context().insert_absent(facts, agent, cycle) {
+            Ok(inserted) => inserted,
+            Err(facts) => return (facts, 0, 0),
+        };
+        let n = inserted.len() as u64;
+        for (key, id) in inserted {
+            match m.added.get_mut(&key) {
+                Some(ids) => ids.push(id),
+                None => m.added.entry(key).or_default().push(id),
+            }
+        }
+        m.trace.inserted += n;
+        (Vec::new(), n, total - n)
     }
 
     /// Record a diagnostic and insert it as `diagnostics/<agent>@<cycle>` if the fact budget allows.
@@ -655,9 +682,9 @@ impl State {
                 return self.fail(member, Failure::new(FailureKind::InvalidEffect, message), run.fuel, emitted, m);
             }
         };
+        let (facts, done, mut duplicates) = self.insert_clean(effect.facts, &member.name, m);
         let mut fresh = Vec::new();
-        let mut duplicates = 0;
-        for f in effect.facts {
+        for f in facts {
             match self.presence(&f.key, &f.id, &f.content) {
                 Presence::New => fresh.push(f),
                 Presence::Same => duplicates += 1,
@@ -680,7 +707,7 @@ impl State {
             );
             return Self::not_applied(member, Outcome::OverBudget, run.fuel, emitted, m);
         }
-        let inserted = fresh.len() as u64;
+        let inserted = done + fresh.len() as u64;
         self.insert_all(fresh, &member.name, m);
         m.trace.duplicates += duplicates;
         for q in effect.questions {

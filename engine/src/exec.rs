@@ -29,18 +29,22 @@ pub trait Invariant: Send + Sync {
     fn check(&self, view: &View) -> Result<(), Failure>;
 }
 
-/// The outcome of one agent call, with the fuel it used (0 for native agents).
+/// The outcome of one agent call, with the resources it used (0 and nothing for native agents).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Execution {
     /// The effect, or why there is none.
     pub result: Result<Effect, Failure>,
     /// Fuel consumed by the call.
     pub fuel: u64,
+    /// Peak memory of the call's instance, in bytes, every memory counted.
+    pub memory: u64,
+    /// What the call logged and wrote to stdout/stderr, capped by the host; copied into the cycle's trace.
+    pub logs: Vec<String>,
 }
 
 impl From<Result<Effect, Failure>> for Execution {
     fn from(result: Result<Effect, Failure>) -> Self {
-        Self { result, fuel: 0 }
+        Self { result, fuel: 0, memory: 0, logs: Vec::new() }
     }
 }
 

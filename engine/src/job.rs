@@ -366,8 +366,14 @@ impl Job {
         if let Some(why) = control.interrupt() {
             st.interrupt(why);
         }
-        for (member, run) in eligible.iter().zip(runs) {
+        for (member, mut run) in eligible.iter().zip(runs) {
+            let (memory, logs) = (run.memory, std::mem::take(&mut run.logs));
+            let at = m.trace.agents.len();
             st.merge_effect(member, run, &mut m);
+            if let Some(t) = m.trace.agents.get_mut(at) {
+                t.memory = memory;
+                t.logs = logs;
+            }
         }
         st.merge_proposals(&mut m);
         let new_added = std::mem::take(&mut m.added);
@@ -599,6 +605,8 @@ impl State {
             duplicates: 0,
             rejected,
             message: Some(message.clone()),
+            memory: 0,
+            logs: Vec::new(),
         });
         let cycle = self.cycle;
         self.diagnose(
@@ -668,6 +676,8 @@ impl State {
                 duplicates: 0,
                 rejected: run.result.as_ref().map_or(0, |e| e.facts.len() as u64),
                 message: None,
+                memory: 0,
+                logs: Vec::new(),
             });
             return;
         }
@@ -728,6 +738,8 @@ impl State {
             duplicates,
             rejected: 0,
             message: None,
+            memory: 0,
+            logs: Vec::new(),
         });
     }
 
@@ -741,6 +753,8 @@ impl State {
             duplicates: 0,
             rejected,
             message: None,
+            memory: 0,
+            logs: Vec::new(),
         });
     }
 

@@ -282,6 +282,17 @@ pub struct AgentTrace {
     /// Failure message, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Peak memory of the call, in bytes (0 for native agents).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub memory: u64,
+    /// Log lines and captured output of the call, capped by the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<String>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // the signature serde's `skip_serializing_if` calls
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A proposal decision.

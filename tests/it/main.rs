@@ -12,3 +12,6 @@ mod props;
 
 /// Data-driven cases under `tests/cases/`, one folder each (`UPDATE_EXPECT=1` rewrites expectations).
 mod cases;
+
+/// Hostile and probe guest components through the real host: one test per limit.
+mod sandbox;

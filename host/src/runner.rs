@@ -1,0 +1,208 @@
+//! Jobs over sandboxed components: the engine's `Agent` and `Invariant` traits implemented by loaded
+//! components, with the job's limits and RNG seed, and a runner for one job.
+
+use crate::bindings::types;
+use crate::error::HostError;
+use crate::registry::{Catalog, Loaded, Loadout};
+use crate::sandbox::{CallSetup, Limits, Sandbox, ViewHandle, call_seed, clip};
+use converge_engine::{
+    Agent, AgentInfo, Control, CycleTrace, Effect, Execution, Fact, Failure, Interrupt, Invariant, InvariantInfo, Job,
+    JobResult, JobSpec, Proposal, Question, RayonExecutor, View,
+};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::Resource;
+
+/// Longest `err(..)` message kept from a guest.
+const MAX_REFUSAL: usize = 4096;
+
+/// The seed of a job's guest RNGs: SHA-256 over the spec without its labels (which agents do not see), so the
+/// same job gets the same random numbers every time it runs.
+pub fn job_seed(spec: &JobSpec) -> [u8; 32] {
+    let mut spec = spec.clone();
+    spec.labels.clear();
+    let mut h = Sha256::new();
+    h.update(b"converge-job-v1\0");
+    h.update(serde_json::to_vec(&spec).unwrap_or_default());
+    h.finalize().into()
+}
+
+/// A loaded agent bound to one job's limits and seed.
+struct SandboxAgent {
+    loaded: Arc<Loaded>,
+    info: AgentInfo,
+    sandbox: Arc<Sandbox>,
+    limits: Limits,
+    seed: [u8; 32],
+}
+
+impl Agent for SandboxAgent {
+    fn info(&self) -> &AgentInfo {
+        &self.info
+    }
+
+    fn execute(&self, view: &View) -> Execution {
+        let Loadout::Agent { pre, .. } = &self.loaded.component else {
+            return Failure::trap("not an agent").into();
+        };
+        let setup =
+            CallSetup { seed: call_seed(&self.seed, &self.info.name, view.cycle()), tools: self.info.tools.clone() };
+        let out = self.sandbox.call(&self.limits, setup, |store| {
+            let instance = pre.instantiate(&mut *store)?;
+            let handle = store.data_mut().table_push(ViewHandle(view.clone()))?;
+            let borrowed = Resource::new_borrow(handle.rep());
+            instance.converge_agent_agent().call_execute(&mut *store, borrowed)
+        });
+        let result = match out.result {
+            Ok(Ok(effect)) => Ok(effect_from(effect)),
+            Ok(Err(message)) => Err(Failure::refused(clip(&message, MAX_REFUSAL))),
+            Err(failure) => Err(failure),
+        };
+        Execution { result, fuel: out.fuel, memory: out.memory, logs: out.logs }
+    }
+}
+
+fn fact_from(f: types::Fact) -> Fact {
+    Fact { key: f.key, id: f.id, content: f.content }
+}
+
+fn effect_from(e: types::Effect) -> Effect {
+    Effect {
+        facts: e.facts.into_iter().map(fact_from).collect(),
+        proposals: e
+            .proposals
+            .into_iter()
+            .map(|p| Proposal { fact: fact_from(p.fact), confidence: p.confidence, rationale: p.rationale })
+            .collect(),
+        questions: e.questions.into_iter().map(|q| Question { id: q.id, prompt: q.prompt }).collect(),
+    }
+}
+
+/// A loaded invariant bound to one job's limits and seed.
+struct SandboxInvariant {
+    loaded: Arc<Loaded>,
+    info: InvariantInfo,
+    sandbox: Arc<Sandbox>,
+    limits: Limits,
+    seed: [u8; 32],
+}
+
+impl Invariant for SandboxInvariant {
+    fn info(&self) -> &InvariantInfo {
+        &self.info
+    }
+
+    fn check(&self, view: &View) -> Result<(), Failure> {
+        let Loadout::Invariant { pre, .. } = &self.loaded.component else {
+            return Err(Failure::trap("not an invariant"));
+        };
+        let setup = CallSetup { seed: call_seed(&self.seed, &self.info.name, view.cycle()), tools: Vec::new() };
+        let out = self.sandbox.call(&self.limits, setup, |store| {
+            let instance = pre.instantiate(&mut *store)?;
+            let handle = store.data_mut().table_push(ViewHandle(view.clone()))?;
+            let borrowed = Resource::new_borrow(handle.rep());
+            instance.converge_agent_invariant().call_check(&mut *store, borrowed)
+        });
+        match out.result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(Failure::refused(clip(&message, MAX_REFUSAL))),
+            Err(failure) => Err(failure),
+        }
+    }
+}
+
+/// The agents and invariants a job is built from.
+pub type Roster = (Vec<Arc<dyn Agent>>, Vec<Arc<dyn Invariant>>);
+
+/// Every loaded agent and invariant of `catalog`, bound to `spec`'s limits and seed. The engine picks the ones
+/// the spec names (and rejects names that are not loaded).
+pub fn roster(catalog: &Catalog, sandbox: &Arc<Sandbox>, spec: &JobSpec) -> Roster {
+    let limits = Limits::from_budget(&spec.budget);
+    let seed = job_seed(spec);
+    let agents = catalog
+        .agents()
+        .map(|(loaded, info)| {
+            Arc::new(SandboxAgent {
+                loaded: Arc::clone(loaded),
+                info: info.clone(),
+                sandbox: Arc::clone(sandbox),
+                limits,
+                seed,
+            }) as Arc<dyn Agent>
+        })
+        .collect();
+    let invariants = catalog
+        .invariants()
+        .map(|(loaded, info)| {
+            Arc::new(SandboxInvariant {
+                loaded: Arc::clone(loaded),
+                info: info.clone(),
+                sandbox: Arc::clone(sandbox),
+                limits,
+                seed,
+            }) as Arc<dyn Invariant>
+        })
+        .collect();
+    (agents, invariants)
+}
+
+/// Ends a job when its wall-clock limit passes, or when asked to cancel.
+#[derive(Debug)]
+pub struct Deadline {
+    start: Instant,
+    limit: Duration,
+    cancelled: std::sync::atomic::AtomicBool,
+}
+
+impl Deadline {
+    /// `job_timeout_ms` from now.
+    pub fn new(limit: Duration) -> Self {
+        Self { start: Instant::now(), limit, cancelled: std::sync::atomic::AtomicBool::new(false) }
+    }
+
+    /// Ask the job to stop at its next check.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Time since the job started.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+impl Control for Deadline {
+    fn interrupt(&self) -> Option<Interrupt> {
+        if self.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+            Some(Interrupt::Cancel)
+        } else if self.start.elapsed() >= self.limit {
+            Some(Interrupt::JobTimeout)
+        } else {
+            None
+        }
+    }
+}
+
+/// Run `spec` to a stop (a terminal status, or `waiting`) on `executor`, calling `progress` after each cycle.
+///
+/// # Errors
+/// The spec is invalid or names an agent or invariant that is not loaded.
+pub fn run_job(
+    catalog: &Catalog,
+    sandbox: &Arc<Sandbox>,
+    spec: &JobSpec,
+    id: &str,
+    executor: &RayonExecutor,
+    mut progress: impl FnMut(&CycleTrace),
+) -> Result<JobResult, HostError> {
+    let (agents, invariants) = roster(catalog, sandbox, spec);
+    let mut job = Job::new(spec, &agents, &invariants)?;
+    let control = Deadline::new(Duration::from_millis(spec.budget.job_timeout_ms));
+    while let Some(trace) = job.step(executor, &control) {
+        progress(trace);
+    }
+    let mut result = job.result(id);
+    result.stats.wall_time_ms = u64::try_from(control.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(result)
+}

@@ -15,3 +15,6 @@ mod cases;
 
 /// Hostile and probe guest components through the real host: one test per limit.
 mod sandbox;
+
+/// The example agents and jobs through the real host: convergence, determinism, a human answer.
+mod examples;

@@ -21,7 +21,11 @@ impl exports::converge::agent::agent::Guest for Guest {
 
     fn execute(_ctx: &View) -> Result<Effect, String> {
         let got = evil::backdoor::door::open("/etc/shadow");
-        Ok(Effect { facts: vec![Fact { key: "out".into(), id: "1".into(), content: got }], proposals: vec![], questions: vec![] })
+        Ok(Effect {
+            facts: vec![Fact { key: "out".into(), id: "1".into(), content: got }],
+            proposals: vec![],
+            questions: vec![],
+        })
     }
 }
 

@@ -8,7 +8,11 @@ struct Guest;
 
 impl exports::converge::agent::invariant::Guest for Guest {
     fn info() -> InvariantInfo {
-        InvariantInfo { name: "inv-count".into(), description: "echo stays small".into(), class: InvariantClass::Semantic }
+        InvariantInfo {
+            name: "inv-count".into(),
+            description: "echo stays small".into(),
+            class: InvariantClass::Semantic,
+        }
     }
 
     fn check(ctx: &View) -> Result<(), String> {

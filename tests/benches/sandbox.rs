@@ -1,0 +1,151 @@
+//! Benchmarks of the sandbox host (issue #3), with the `reader` probe guest and the same logic native.
+//!
+//! - `call/native` and `call/sandboxed`: one call of the reader logic against a one-fact context; sandboxed is a
+//!   fresh store, instantiation from the pre-instance, the call (three host calls) and the drop.
+//! - `calls/threads-1` and `calls/threads-2`: 512 sandboxed calls spread over a rayon pool of 1 or 2 threads.
+//! - `view/100` and `view/10000`: the same read (`added("in")` returning 100 facts, `count`, `get`, `keys`)
+//!   against a context of 100 facts and one of 10,000 (the 9,900 others under 99 other keys).
+//! - `startup/50-cached`: a new sandbox and a registry loading 50 distinct agents whose compiled code is cached.
+//!
+//! Run with `cargo bench -p converge-tests --bench sandbox`; see BENCHMARKS.md for the numbers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use converge_engine::{Agent, AgentInfo, Effect, Execution, Fact, Job, JobSpec, RayonExecutor, View};
+use converge_host::{Registry, Sandbox, SandboxConfig, roster};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+
+fn reader_bytes() -> Vec<u8> {
+    let path = GUESTS.iter().find(|(n, _)| *n == "reader").map(|(_, p)| *p).unwrap();
+    std::fs::read(path).unwrap()
+}
+
+/// The reader guest's logic, native.
+struct NativeReader(AgentInfo);
+
+impl Agent for NativeReader {
+    fn info(&self) -> &AgentInfo {
+        &self.0
+    }
+
+    fn execute(&self, ctx: &View) -> Execution {
+        let mut out = Vec::new();
+        for f in ctx.added("in") {
+            out.push(Fact::new("echo", f.id, format!("{}|count={}", f.content, ctx.count("in"))));
+        }
+        let keys: Vec<&str> = ctx.keys().collect();
+        let got = ctx.get("in", "1").map_or_else(|| "none".to_owned(), |f| f.content.to_owned());
+        out.push(Fact::new(
+            "echo",
+            format!("meta@{}", ctx.cycle()),
+            format!("goal={};keys={};get={got}", ctx.goal(), keys.join(",")),
+        ));
+        Effect { facts: out, ..Effect::default() }.into()
+    }
+}
+
+fn dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-cache")
+}
+
+/// The sandboxed reader and a view of a context with `inputs` facts under `in` and `others` elsewhere.
+fn setup(sandbox: &Arc<Sandbox>, inputs: usize, others: usize) -> (Arc<dyn Agent>, View) {
+    let d = dir("reader");
+    std::fs::write(d.join("reader.wasm"), reader_bytes()).unwrap();
+    let catalog = Registry::new(Arc::clone(sandbox), &d, Some(cache())).refresh().unwrap();
+    let mut spec = JobSpec::new("bench");
+    spec.facts = (0..inputs).map(|i| Fact::new("in", format!("{i:05}"), "content of a fact")).collect();
+    spec.facts.extend((0..others).map(|i| Fact::new(format!("k{:02}", i % 99), format!("{i:05}"), "other")));
+    spec.budget.max_facts = 100_000;
+    let (agents, invariants) = roster(&catalog, sandbox, &spec);
+    let job = Job::new(&spec, &agents, &invariants).unwrap();
+    (Arc::clone(&agents[0]), job.view())
+}
+
+fn call(c: &mut Criterion, sandbox: &Arc<Sandbox>) {
+    let mut group = c.benchmark_group("call");
+    group.measurement_time(Duration::from_secs(4));
+    let (sandboxed, view) = setup(sandbox, 1, 0);
+    let native = NativeReader(sandboxed.info().clone());
+    assert_eq!(native.execute(&view).result, sandboxed.execute(&view).result, "same logic, same effect");
+    group.bench_function("native", |b| b.iter(|| native.execute(&view)));
+    group.bench_function("sandboxed", |b| b.iter(|| sandboxed.execute(&view)));
+    group.finish();
+}
+
+fn calls(c: &mut Criterion, sandbox: &Arc<Sandbox>) {
+    const N: usize = 512;
+    let mut group = c.benchmark_group("calls");
+    group.measurement_time(Duration::from_secs(5)).throughput(Throughput::Elements(N as u64));
+    let (agent, view) = setup(sandbox, 1, 0);
+    for threads in [1, 2] {
+        let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap());
+        let executor = RayonExecutor::new(pool);
+        group.bench_function(BenchmarkId::from_parameter(format!("threads-{threads}")), |b| {
+            b.iter(|| {
+                use converge_engine::Executor;
+                executor.map(N, &|_| agent.execute(&view).fuel)
+            });
+        });
+    }
+    group.finish();
+}
+
+fn view(c: &mut Criterion, sandbox: &Arc<Sandbox>) {
+    let mut group = c.benchmark_group("view");
+    group.measurement_time(Duration::from_secs(4));
+    for (inputs, others) in [(100, 0), (100, 9_900)] {
+        let (agent, view) = setup(sandbox, inputs, others);
+        assert_eq!(view.len(), inputs + others);
+        group.bench_function(BenchmarkId::from_parameter(inputs + others), |b| b.iter(|| agent.execute(&view)));
+    }
+    group.finish();
+}
+
+fn startup(c: &mut Criterion) {
+    let d = dir("fifty");
+    let bytes = reader_bytes();
+    for i in 0..50 {
+        // Fifty distinct agents: every `reader` in the bytes (its name) patched to `rd00NN`, same length.
+        let name = format!("rd{i:04}");
+        let mut patched = bytes.clone();
+        let mut at = 0;
+        while let Some(p) = patched[at..].windows(6).position(|w| w == b"reader") {
+            patched[at + p..at + p + 6].copy_from_slice(name.as_bytes());
+            at += p + 6;
+        }
+        std::fs::write(d.join(format!("{name}.wasm")), patched).unwrap();
+    }
+    let load = || {
+        let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
+        let catalog = Registry::new(sandbox, &d, Some(cache())).refresh().unwrap();
+        assert_eq!(catalog.loaded.len(), 50, "{:?}", catalog.rejected);
+    };
+    load(); // fills the cache
+    let mut group = c.benchmark_group("startup");
+    group.sample_size(10).measurement_time(Duration::from_secs(5));
+    group.bench_function("50-cached", |b| b.iter(load));
+    group.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
+    call(&mut c, &sandbox);
+    calls(&mut c, &sandbox);
+    view(&mut c, &sandbox);
+    startup(&mut c);
+    c.final_summary();
+}

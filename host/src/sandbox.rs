@@ -227,8 +227,8 @@ fn engine_config(sandbox: SandboxConfig) -> Config {
             .max_component_instance_size(1024 * 1024)
             .max_core_instance_size(1024 * 1024)
             // Measured on 2 cores: without these, page faults and madvise make two threads slower than one.
-            .linear_memory_keep_resident(2 * 1024 * 1024)
-            .table_keep_resident(1024 * 1024)
+            .linear_memory_keep_resident(8 * 1024 * 1024)
+            .table_keep_resident(4 * 1024 * 1024)
             .pagemap_scan(Enabled::Auto);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }

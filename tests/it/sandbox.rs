@@ -27,6 +27,7 @@ const COVERED: &[&str] = &[
     "panic",
     "reader",
     "recurse",
+    "sleeper",
     "snoop",
     "spin",
     "tool-thief",
@@ -116,6 +117,18 @@ fn infinite_loop_hits_the_deadline_when_fuel_is_plenty() {
     let message = failed_alone(&result, "spin", FailureKind::Deadline);
     assert!(message.contains("50 ms"), "{message}");
     assert!(!result.deterministic, "a wall-clock limit fired");
+}
+
+#[test]
+fn sleeping_advances_the_virtual_clock_instead_of_blocking_a_host_thread() {
+    let catalog = load("sleeper", &["sleeper"]);
+    // Were the sleep real, the call would block a host thread for an hour: the epoch deadline cannot interrupt
+    // host code, so this test would hang instead of failing with `deadline`.
+    let (result, _) = run(&catalog, r#"{"goal": "sleep", "budget": {"call_timeout_ms": 60000}}"#);
+    assert_eq!(result.status, Status::Converged);
+    assert!(result.deterministic);
+    let slept: u64 = result.facts.iter().find(|f| f.key == "slept").unwrap().content.parse().unwrap();
+    assert!(slept >= 3600, "virtual time passed: {slept} s");
 }
 
 #[test]
@@ -316,6 +329,22 @@ fn the_registry_rejects_by_name_with_a_reason_and_loads_the_rest() {
     assert!(reason("truncated.wasm").contains("not a valid component"), "{}", reason("truncated.wasm"));
     assert!(reason("reader.wasm").contains("already taken by copy-of-reader.wasm"));
     assert_eq!(reasons.len(), 6);
+}
+
+#[test]
+fn a_corrupt_cache_entry_is_recompiled_not_trusted() {
+    let bytes = std::fs::read(guest("reader")).unwrap();
+    let (_, dir) = registry("cache", &[("reader.wasm", bytes)]);
+    let cache = dir.join("cache");
+    let mut registry = Registry::new(sandbox(), &dir, Some(cache.clone()));
+    assert_eq!(registry.refresh().unwrap().loaded.len(), 1);
+    let entries: Vec<PathBuf> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(entries.len(), 1, "one compiled entry, named by content hash and engine settings");
+    std::fs::write(&entries[0], b"not a compiled component").unwrap();
+    let mut registry = Registry::new(sandbox(), &dir, Some(cache));
+    let catalog = registry.refresh().unwrap();
+    assert_eq!(catalog.loaded.keys().collect::<Vec<_>>(), ["reader"], "{:?}", catalog.rejected);
+    assert_ne!(std::fs::read(&entries[0]).unwrap(), b"not a compiled component", "the entry was rewritten");
 }
 
 #[test]

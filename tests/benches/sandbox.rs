@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+use converge_tests::GUESTS;
 
 fn reader_bytes() -> Vec<u8> {
     let path = GUESTS.iter().find(|(n, _)| *n == "reader").map(|(_, p)| *p).unwrap();

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+use converge_tests::AGENTS;
 
 fn sandbox() -> Arc<Sandbox> {
     Arc::new(Sandbox::new(SandboxConfig { instances: 16, pooling: true }).unwrap())

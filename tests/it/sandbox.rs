@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+use converge_tests::GUESTS;
 
 /// Every guest and the tests that load it: a guest without a test is a limit nobody checks.
 const COVERED: &[&str] = &[

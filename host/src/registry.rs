@@ -19,7 +19,7 @@ use crate::sandbox::{CallSetup, Limits, Sandbox, State};
 use converge_engine::{AgentInfo, InvariantClass, InvariantInfo, check_agent_info, check_invariant_info};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, btree_map};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -178,17 +178,11 @@ impl Registry {
         }
         self.files.retain(|file, _| present.contains_key(file));
         for (file, (path, stamp)) in present {
-            match self.files.entry(file) {
-                btree_map::Entry::Occupied(e) if e.get().stamp == stamp => {}
-                btree_map::Entry::Occupied(mut e) => {
-                    let outcome = load(&self.sandbox, self.cache.as_ref(), e.key(), &path).map(Arc::new);
-                    e.insert(FileEntry { stamp, outcome });
-                }
-                btree_map::Entry::Vacant(e) => {
-                    let outcome = load(&self.sandbox, self.cache.as_ref(), e.key(), &path).map(Arc::new);
-                    e.insert(FileEntry { stamp, outcome });
-                }
+            if self.files.get(&file).is_some_and(|e| e.stamp == stamp) {
+                continue;
             }
+            let outcome = load(&self.sandbox, self.cache.as_ref(), &file, &path).map(Arc::new);
+            self.files.insert(file, FileEntry { stamp, outcome });
         }
         Ok(self.catalog())
     }

@@ -29,7 +29,7 @@ pub trait Invariant: Send + Sync {
     fn check(&self, view: &View) -> Result<(), Failure>;
 }
 
-/// The outcome of one agent call, with the resources it used (0 and nothing for native agents).
+/// The outcome of one agent call, with the resources and time it used (0 and nothing for native agents).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Execution {
     /// The effect, or why there is none.
@@ -40,11 +40,14 @@ pub struct Execution {
     pub memory: u64,
     /// What the call logged and wrote to stdout/stderr, capped by the host; copied into the cycle's trace.
     pub logs: Vec<String>,
+    /// Wall time of the call in microseconds, set by the host (0 when not measured); copied into the cycle's
+    /// trace, never into the context or its hash.
+    pub time_us: u64,
 }
 
 impl From<Result<Effect, Failure>> for Execution {
     fn from(result: Result<Effect, Failure>) -> Self {
-        Self { result, fuel: 0, memory: 0, logs: Vec::new() }
+        Self { result, fuel: 0, memory: 0, logs: Vec::new(), time_us: 0 }
     }
 }
 

@@ -367,11 +367,12 @@ impl Job {
             st.interrupt(why);
         }
         for (member, mut run) in eligible.iter().zip(runs) {
-            let (memory, logs) = (run.memory, std::mem::take(&mut run.logs));
+            let (memory, time_us, logs) = (run.memory, run.time_us, std::mem::take(&mut run.logs));
             let at = m.trace.agents.len();
             st.merge_effect(member, run, &mut m);
             if let Some(t) = m.trace.agents.get_mut(at) {
                 t.memory = memory;
+                t.time_us = time_us;
                 t.logs = logs;
             }
         }
@@ -607,6 +608,7 @@ impl State {
             message: Some(message.clone()),
             memory: 0,
             logs: Vec::new(),
+            time_us: 0,
         });
         let cycle = self.cycle;
         self.diagnose(
@@ -678,6 +680,7 @@ impl State {
                 message: None,
                 memory: 0,
                 logs: Vec::new(),
+                time_us: 0,
             });
             return;
         }
@@ -740,6 +743,7 @@ impl State {
             message: None,
             memory: 0,
             logs: Vec::new(),
+            time_us: 0,
         });
     }
 
@@ -755,6 +759,7 @@ impl State {
             message: None,
             memory: 0,
             logs: Vec::new(),
+            time_us: 0,
         });
     }
 

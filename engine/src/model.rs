@@ -7,6 +7,7 @@ use std::fmt;
 
 /// A fact: identity `(key, id)`, immutable `content`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Fact {
     /// Namespace, `[a-z0-9._/-]{1,128}`.
@@ -26,6 +27,7 @@ impl Fact {
 
 /// A fact that enters the context only if its confidence reaches the job's `min_confidence`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Proposal {
     /// The fact proposed.
     pub fact: Fact,
@@ -37,6 +39,7 @@ pub struct Proposal {
 
 /// A request for human input; its answer becomes the fact `answers/<id>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Question {
     /// Becomes the id of the answer fact.
     pub id: String,
@@ -46,6 +49,7 @@ pub struct Question {
 
 /// What one agent execution returns. Applied whole or not at all.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Effect {
     /// Facts to insert.
     pub facts: Vec<Fact>,
@@ -64,6 +68,7 @@ impl Effect {
 
 /// What an agent declares about itself, once, when it is loaded.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentInfo {
     /// Unique among loaded agents and invariants.
     pub name: String,
@@ -81,6 +86,7 @@ pub struct AgentInfo {
 
 /// When an invariant runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum InvariantClass {
     /// After every cycle's merge, first.
@@ -103,6 +109,7 @@ impl fmt::Display for InvariantClass {
 
 /// What an invariant declares about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InvariantInfo {
     /// Unique among loaded agents and invariants.
     pub name: String,
@@ -114,6 +121,7 @@ pub struct InvariantInfo {
 
 /// Why an execution produced no usable effect (SPEC §2 rule 8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FailureKind {
@@ -153,6 +161,7 @@ impl fmt::Display for FailureKind {
 
 /// A failed execution: its kind and a message for humans.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Failure {
     /// What kind of failure.
     pub kind: FailureKind,

@@ -10,6 +10,7 @@ use std::fmt;
 
 /// Where a job stands (SPEC §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Accepted, not started (set by hosts).
@@ -62,6 +63,7 @@ impl fmt::Display for Status {
 
 /// Which budget ended a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// `max_cycles` cycles ran and the last was not quiet.
@@ -85,6 +87,7 @@ impl Reason {
 
 /// The kind of a diagnostic: an agent failure kind, or a job-level event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum DiagnosticKind {
@@ -121,6 +124,7 @@ impl From<FailureKind> for DiagnosticKind {
 
 /// A version of a fact in a conflict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Version {
     /// The agent that wrote (or tried to write) it.
     pub agent: String,
@@ -132,6 +136,7 @@ pub struct Version {
 
 /// Both sides of a conflict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConflictDetail {
     /// The key of the fact.
     pub key: String,
@@ -145,6 +150,7 @@ pub struct ConflictDetail {
 
 /// One diagnostic record; the same JSON is the content of the fact `diagnostics/<agent>@<cycle>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Diagnostic {
     /// The agent or invariant concerned.
     pub agent: String,
@@ -156,11 +162,13 @@ pub struct Diagnostic {
     pub message: String,
     /// Both versions, for a conflict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub conflict: Option<ConflictDetail>,
 }
 
 /// A fact of the result, with provenance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FactRecord {
     /// Namespace.
     pub key: String,
@@ -176,6 +184,7 @@ pub struct FactRecord {
 
 /// A question waiting for an answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OpenQuestion {
     /// Id; the answer becomes `answers/<id>`.
     pub id: String,
@@ -187,6 +196,7 @@ pub struct OpenQuestion {
 
 /// The `error` of a result that did not converge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorInfo {
     /// Same as the status, or the budget reason.
     pub kind: String,
@@ -196,6 +206,7 @@ pub struct ErrorInfo {
 
 /// Use of one agent over the job.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentStats {
     /// Calls made.
     pub calls: u64,
@@ -207,6 +218,7 @@ pub struct AgentStats {
 
 /// Resource use of a job.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Stats {
     /// Agent calls, all agents.
     pub agent_calls: u64,
@@ -220,6 +232,7 @@ pub struct Stats {
 
 /// The result of a job (SPEC §4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobResult {
     /// Assigned by the host.
     pub id: String,
@@ -227,6 +240,7 @@ pub struct JobResult {
     pub status: Status,
     /// Which budget ended it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub reason: Option<Reason>,
     /// Cycles run.
     pub cycles: u32,
@@ -244,11 +258,13 @@ pub struct JobResult {
     pub stats: Stats,
     /// Why the job did not converge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub error: Option<ErrorInfo>,
 }
 
 /// How one agent call ended, as the trace records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Outcome {
@@ -266,6 +282,7 @@ pub enum Outcome {
 
 /// One agent call in a cycle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentTrace {
     /// The agent.
     pub agent: String,
@@ -281,6 +298,7 @@ pub struct AgentTrace {
     pub rejected: u64,
     /// Failure message, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub message: Option<String>,
     /// Peak memory of the call, in bytes (0 for native agents).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -288,6 +306,10 @@ pub struct AgentTrace {
     /// Log lines and captured output of the call, capped by the host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<String>,
+    /// Wall time of the call in microseconds, measured by the host (0 when not measured, as for native
+    /// agents). It varies from run to run and is not part of `context_hash`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub time_us: u64,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // the signature serde's `skip_serializing_if` calls
@@ -297,6 +319,7 @@ fn is_zero(n: &u64) -> bool {
 
 /// A proposal decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProposalTrace {
     /// The proposing agent.
     pub agent: String,
@@ -310,6 +333,7 @@ pub struct ProposalTrace {
 
 /// One invariant check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InvariantTrace {
     /// The invariant.
     pub name: String,
@@ -319,11 +343,13 @@ pub struct InvariantTrace {
     pub held: bool,
     /// The violation, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub message: Option<String>,
 }
 
 /// Everything one cycle did: the audit trail of the engine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CycleTrace {
     /// The cycle, 1-based.
     pub cycle: u32,
@@ -349,4 +375,190 @@ pub struct CycleTrace {
     pub invariants: Vec<InvariantTrace>,
     /// Status after the cycle.
     pub status: Status,
+}
+
+#[cfg(all(test, feature = "openapi"))]
+mod tests {
+    use super::*;
+    use crate::{Fact, JobSpec};
+    use serde_json::{Map, Value, json};
+    use std::collections::BTreeSet;
+    use utoipa::OpenApi;
+
+    #[derive(OpenApi)]
+    #[openapi(components(schemas(JobSpec, JobResult, CycleTrace)))]
+    struct Doc;
+
+    /// Checks `value` against `schema`, for the keywords utoipa emits. An object with `properties` must have
+    /// exactly those keys, so a sample that fills every optional field also catches a property serde never
+    /// emits.
+    fn check(schemas: &Map<String, Value>, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+        if let Some(name) = schema["$ref"].as_str() {
+            let name = name.trim_start_matches("#/components/schemas/");
+            return check(schemas, &schemas[name], value, at);
+        }
+        if let Some(branches) = schema["oneOf"].as_array() {
+            let fits = branches.iter().filter(|b| check(schemas, b, value, at).is_ok()).count();
+            return if fits == 1 { Ok(()) } else { Err(format!("{at}: {value} fits {fits} branches of {schema}")) };
+        }
+        let kind = match value {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_u64() || n.is_i64() => "integer",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        let types: Vec<&str> = match &schema["type"] {
+            Value::String(t) => vec![t],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => return Err(format!("{at}: no type in {schema}")),
+        };
+        let fits = types.contains(&kind) || (kind == "integer" && types.contains(&"number"));
+        if !fits {
+            return Err(format!("{at}: {value} is not {types:?}"));
+        }
+        if let Some(allowed) = schema["enum"].as_array()
+            && !allowed.contains(value)
+        {
+            return Err(format!("{at}: {value} is not one of {allowed:?}"));
+        }
+        match value {
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    check(schemas, &schema["items"], item, &format!("{at}[{i}]"))?;
+                }
+            }
+            Value::Object(fields) => {
+                if let Some(properties) = schema["properties"].as_object() {
+                    let emitted: BTreeSet<&String> = fields.keys().collect();
+                    let declared: BTreeSet<&String> = properties.keys().collect();
+                    if emitted != declared {
+                        return Err(format!("{at}: serde emits {emitted:?}, the schema declares {declared:?}"));
+                    }
+                    for (k, v) in fields {
+                        check(schemas, &properties[k], v, &format!("{at}.{k}"))?;
+                    }
+                } else {
+                    for (k, v) in fields {
+                        check(schemas, &schema["additionalProperties"], v, &format!("{at}.{k}"))?;
+                    }
+                }
+                for name in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                    if !fields.contains_key(name) {
+                        return Err(format!("{at}: required {name} is missing"));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn schemas_describe_what_serde_emits() {
+        let doc = serde_json::to_value(Doc::openapi()).unwrap();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for (name, property) in [
+            ("JobResult", "context_hash"),
+            ("JobResult", "open_questions"),
+            ("AgentTrace", "time_us"),
+            ("AgentTrace", "outcome"),
+            ("CycleTrace", "rejected_proposals"),
+            ("Budget", "fuel_per_call"),
+        ] {
+            assert!(schemas[name]["properties"].get(property).is_some(), "{name}.{property}");
+        }
+        assert!(!schemas["JobResult"]["required"].as_array().unwrap().contains(&json!("error")));
+        assert_eq!(schemas["JobSpec"]["properties"]["min_confidence"]["default"], json!(0.5));
+
+        let version = |agent: &str| Version { agent: agent.into(), cycle: 1, content: "x".into() };
+        let result = JobResult {
+            id: "j".into(),
+            status: Status::BudgetExhausted,
+            reason: Some(Reason::Cycles),
+            cycles: 1,
+            facts: vec![FactRecord {
+                key: "k".into(),
+                id: "i".into(),
+                content: "c".into(),
+                agent: "a".into(),
+                cycle: 0,
+            }],
+            open_questions: vec![OpenQuestion { id: "q".into(), prompt: "p".into(), agent: "a".into() }],
+            diagnostics: vec![Diagnostic {
+                agent: "b".into(),
+                cycle: 1,
+                kind: DiagnosticKind::Conflict,
+                message: "m".into(),
+                conflict: Some(ConflictDetail {
+                    key: "k".into(),
+                    id: "i".into(),
+                    existing: version("a"),
+                    incoming: version("b"),
+                }),
+            }],
+            context_hash: "00".into(),
+            deterministic: true,
+            stats: Stats {
+                agent_calls: 2,
+                fuel: 3,
+                agents: BTreeMap::from([("a".into(), AgentStats { calls: 2, failures: 1, fuel: 3 })]),
+                wall_time_ms: 4,
+            },
+            error: Some(ErrorInfo { kind: "cycles".into(), message: "m".into() }),
+        };
+        let call = |outcome| AgentTrace {
+            agent: "a".into(),
+            outcome,
+            fuel: 1,
+            inserted: 0,
+            duplicates: 0,
+            rejected: 1,
+            message: Some("m".into()),
+            memory: 65_536,
+            logs: vec!["l".into()],
+            time_us: 12,
+        };
+        let proposal = ProposalTrace { agent: "a".into(), key: "k".into(), id: "i".into(), confidence: 0.25 };
+        let trace = CycleTrace {
+            cycle: 1,
+            answers: vec!["q".into()],
+            eligible: vec!["a".into()],
+            agents: vec![
+                call(Outcome::Applied),
+                call(Outcome::Failed(FailureKind::OutOfFuel)),
+                call(Outcome::OverBudget),
+            ],
+            inserted: 1,
+            duplicates: 0,
+            rejected: 1,
+            promoted: vec![proposal.clone()],
+            rejected_proposals: vec![proposal],
+            questions: vec!["q".into()],
+            invariants: vec![InvariantTrace {
+                name: "inv".into(),
+                class: InvariantClass::Semantic,
+                held: false,
+                message: Some("m".into()),
+            }],
+            status: Status::Running,
+        };
+        let mut spec = JobSpec::new("g");
+        spec.agents = Some(vec!["a".into()]);
+        spec.invariants = vec!["inv".into()];
+        spec.facts = vec![Fact::new("k", "i", "c")];
+        spec.labels = BTreeMap::from([("team".into(), "x".into())]);
+
+        let samples = [
+            ("JobResult", serde_json::to_value(&result).unwrap()),
+            ("CycleTrace", serde_json::to_value(&trace).unwrap()),
+            ("JobSpec", serde_json::to_value(&spec).unwrap()),
+        ];
+        for (name, value) in samples {
+            check(schemas, &schemas[name], &value, name).unwrap();
+        }
+        assert_eq!(serde_json::to_value(Outcome::Failed(FailureKind::Trap)).unwrap(), json!({"failed": "trap"}));
+    }
 }

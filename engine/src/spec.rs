@@ -11,11 +11,12 @@ use thiserror::Error;
 
 /// A job: a goal plus seed facts, the agents and invariants to run, and budgets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// What the job is for; agents read it through the view.
     pub goal: String,
-    /// Agents to run, by name; `None` runs every loaded agent.
+    /// Agents to run, by name; when absent (or null), every loaded agent runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agents: Option<Vec<String>>,
     /// Invariants to check, by name.
@@ -29,6 +30,7 @@ pub struct JobSpec {
     pub budget: Budget,
     /// Proposals below this confidence are rejected.
     #[serde(default = "default_min_confidence")]
+    #[cfg_attr(feature = "openapi", schema(default = default_min_confidence, minimum = 0.0, maximum = 1.0))]
     pub min_confidence: f64,
     /// Free-form labels for the client (not seen by agents).
     #[serde(default)]
@@ -42,6 +44,7 @@ fn default_min_confidence() -> f64 {
 /// The limits of one job (SPEC §2 rule 11). The engine enforces `max_cycles`, `max_facts` and
 /// `max_fact_bytes`; the host enforces the per-call ones and the job timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Budget {
     /// Most cycles the job may run.

@@ -4,7 +4,9 @@
 //!   limits, deterministic WASI with nothing granted.
 //! - [`registry`]: the agents directory, checked file by file, compiled through the on-disk [`cache`].
 //! - [`runner`]: loaded components as the engine's `Agent` and `Invariant`, and a runner for one job.
-//! - the `converge` binary (`src/main.rs`): `run` and `agents`.
+//! - [`store`]: the durable store (SQLite, WAL, group commit) behind one trait.
+//! - [`service`]: the job service (bounded queue, workers, live events, metrics) and its HTTP API.
+//! - the `converge` binary (`src/main.rs`): `serve`, `run`, `replay` and `agents`.
 
 pub mod bindings;
 pub mod cache;
@@ -12,10 +14,12 @@ pub mod error;
 pub mod registry;
 pub mod runner;
 pub mod sandbox;
+pub mod service;
+pub mod store;
 
 pub use converge_engine as engine;
 pub(crate) use converge_engine::hex;
 pub use error::HostError;
 pub use registry::{Catalog, Kind, Loaded, Registry, Rejection};
-pub use runner::{job_seed, roster, run_job};
+pub use runner::{job_seed, replay_job, roster, run_job};
 pub use sandbox::{Limits, Sandbox, SandboxConfig};

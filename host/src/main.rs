@@ -1,9 +1,15 @@
-//! The `converge` binary: `run` one job in-process, list the `agents` that load.
+//! The `converge` binary: `serve` the HTTP API, `run` one job in-process, list the `agents` that load,
+//! `replay` a stored job.
 
 use clap::{Parser, Subcommand};
 use converge_engine::{CycleTrace, JobSpec, Outcome, RayonExecutor, Status};
-use converge_host::{Catalog, HostError, Registry, Sandbox, SandboxConfig, job_seed, run_job};
+use converge_host::service::http::{AgentsView, Auth, HttpConfig};
+use converge_host::service::server::{ServerConfig, refuses_without_tokens};
+use converge_host::service::{Service, ServiceConfig, Watchers};
+use converge_host::store::{SqliteStore, Store};
+use converge_host::{Catalog, HostError, Registry, Sandbox, SandboxConfig, job_seed, replay_job, run_job};
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,6 +29,19 @@ enum Command {
     Run {
         /// The job spec (SPEC §4 JSON).
         job: PathBuf,
+        #[command(flatten)]
+        load: Load,
+        /// Threads for the parallel phase (default: the number of cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Serve the HTTP API (SPEC §5) with the embedded store under `--data`.
+    Serve(Box<Serve>),
+    /// Re-run a stored job from its spec and answers and compare `context_hash`. Exit 0 identical, 1 different,
+    /// 2 no such job or no result yet.
+    Replay {
+        /// The job id.
+        job: String,
         #[command(flatten)]
         load: Load,
         /// Threads for the parallel phase (default: the number of cores).
@@ -52,6 +71,51 @@ struct Load {
     data: PathBuf,
 }
 
+#[derive(clap::Args)]
+struct Serve {
+    #[command(flatten)]
+    load: Load,
+    /// Address to listen on. Anything but loopback needs `--token-file` (or `--insecure`).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Bearer tokens: one `TENANT TOKEN` per line. Without it there is one tenant and no authentication.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Serve a non-loopback address without tokens.
+    #[arg(long)]
+    insecure: bool,
+    /// Threads for agent calls (default: the number of cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Jobs run at once (default: twice the threads).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Jobs admitted and waiting to start, at most; beyond it submissions get 503.
+    #[arg(long, default_value_t = 4096)]
+    queue: usize,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body: usize,
+    /// Longest `?wait=` honoured, in seconds.
+    #[arg(long, default_value_t = 60)]
+    max_wait: u64,
+    /// Time allowed for a request's headers to arrive, in milliseconds (slow clients are cut off).
+    #[arg(long, default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// Open connections at most.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 /// A failure with the exit code it maps to.
 struct Exit(u8, String);
 
@@ -69,6 +133,8 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Run { job, load, threads } => run(&job, &load, threads),
         Command::Agents { load, json } => agents(&load, json),
+        Command::Serve(opts) => serve(&opts),
+        Command::Replay { job, load, threads } => replay(&job, &load, threads),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -77,6 +143,23 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+fn thread_count(threads: Option<usize>) -> Result<usize, Exit> {
+    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    if threads == 0 {
+        return Err(Exit(2, "--threads must be at least 1".into()));
+    }
+    Ok(threads)
+}
+
+fn executor(threads: usize) -> Result<RayonExecutor, Exit> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("converge-agent-{i}"))
+        .build()
+        .map_err(|e| Exit(1, format!("starting {threads} threads: {e}")))?;
+    Ok(RayonExecutor::new(Arc::new(pool)))
 }
 
 fn load(load: &Load, threads: usize) -> Result<(Arc<Sandbox>, Catalog), Exit> {
@@ -91,20 +174,12 @@ fn load(load: &Load, threads: usize) -> Result<(Arc<Sandbox>, Catalog), Exit> {
 fn run(path: &PathBuf, opts: &Load, threads: Option<usize>) -> Result<u8, Exit> {
     let text = std::fs::read_to_string(path).map_err(|e| Exit(2, format!("{}: {e}", path.display())))?;
     let spec = JobSpec::from_json(&text).map_err(|e| Exit(2, format!("{}: {e}", path.display())))?;
-    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
-    if threads == 0 {
-        return Err(Exit(2, "--threads must be at least 1".into()));
-    }
+    let threads = thread_count(threads)?;
     let (sandbox, catalog) = load(opts, threads)?;
     for r in &catalog.rejected {
         eprintln!("converge: skipped {}: {}", r.file, r.reason);
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("converge-agent-{i}"))
-        .build()
-        .map_err(|e| Exit(1, format!("starting {threads} threads: {e}")))?;
-    let executor = RayonExecutor::new(Arc::new(pool));
+    let executor = executor(threads)?;
     let id = format!("run-{}", &converge_engine::hex(&job_seed(&spec))[..16]);
     let result = run_job(&catalog, &sandbox, &spec, &id, &executor, progress)?;
     let json = serde_json::to_string_pretty(&result).map_err(|e| Exit(1, format!("encoding the result: {e}")))?;
@@ -139,18 +214,7 @@ fn progress(t: &CycleTrace) {
 fn agents(opts: &Load, json: bool) -> Result<u8, Exit> {
     let (_sandbox, catalog) = load(opts, 1)?;
     if json {
-        let value = serde_json::json!({
-            "agents": catalog.agents().map(|(l, i)| serde_json::json!({
-                "name": l.name, "file": l.file, "digest": l.digest, "size": l.size,
-                "reads": i.reads, "writes": i.writes, "tools": i.tools, "required": i.required,
-                "description": i.description,
-            })).collect::<Vec<_>>(),
-            "invariants": catalog.invariants().map(|(l, i)| serde_json::json!({
-                "name": l.name, "file": l.file, "digest": l.digest, "size": l.size,
-                "class": i.class, "description": i.description,
-            })).collect::<Vec<_>>(),
-            "rejected": catalog.rejected,
-        });
+        let value = AgentsView::from(&catalog);
         let text = serde_json::to_string_pretty(&value).map_err(|e| Exit(1, e.to_string()))?;
         println!("{text}");
         return Ok(0);
@@ -172,4 +236,166 @@ fn agents(opts: &Load, json: bool) -> Result<u8, Exit> {
         println!("rejected   {:<24} {}", r.file, r.reason);
     }
     Ok(0)
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+    }
+}
+
+fn serve(opts: &Serve) -> Result<u8, Exit> {
+    init_logs(opts.log_format);
+    let auth = match &opts.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| Exit(2, format!("{}: {e}", path.display())))?;
+            Auth::parse(&text).map_err(|e| Exit(2, format!("{}: {e}", path.display())))?
+        }
+        None => Auth::none(),
+    };
+    if refuses_without_tokens(&opts.addr) && !auth.enabled() && !opts.insecure {
+        return Err(Exit(
+            2,
+            format!(
+                "refusing to serve {} without --token-file: anyone who can reach it could run jobs \
+                 (use a loopback address, give --token-file, or pass --insecure)",
+                opts.addr
+            ),
+        ));
+    }
+    let threads = thread_count(opts.threads)?;
+    let workers = opts.workers.unwrap_or(threads * 2);
+    if workers == 0 || opts.queue == 0 {
+        return Err(Exit(2, "--workers and --queue must be at least 1".into()));
+    }
+    let watchers = Arc::new(Watchers::default());
+    let hook = Arc::clone(&watchers);
+    let store = SqliteStore::open(&opts.load.data, Some(Arc::new(move |e| hook.publish(e))))
+        .map_err(|e| Exit(2, e.to_string()))?;
+    let store: Arc<SqliteStore> = Arc::new(store);
+    let instances = u32::try_from(threads.saturating_mul(4)).unwrap_or(u32::MAX).max(16);
+    let sandbox = Arc::new(Sandbox::new(SandboxConfig { instances, pooling: true })?);
+    let cache = opts.load.cache.clone().unwrap_or_else(|| opts.load.data.join("cache"));
+    let registry = Registry::new(Arc::clone(&sandbox), &opts.load.agents, Some(cache));
+    let config = ServiceConfig { workers, queue: opts.queue, rescan: std::time::Duration::from_secs(2) };
+    let svc =
+        Service::new(Arc::clone(&store) as Arc<dyn Store>, sandbox, registry, executor(threads)?, watchers, config)?;
+    let catalog = svc.catalog();
+    for r in &catalog.rejected {
+        tracing::warn!(file = %r.file, reason = %r.reason, "component rejected");
+    }
+    let resumed = svc.start()?;
+    let http = HttpConfig {
+        max_body: opts.max_body,
+        max_wait: std::time::Duration::from_secs(opts.max_wait),
+        ..HttpConfig::default()
+    };
+    let app = converge_host::service::http::router(Arc::clone(&svc), auth, http);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("converge-http")
+        .enable_all()
+        .build()
+        .map_err(|e| Exit(1, format!("starting the runtime: {e}")))?;
+    let addr = opts.addr;
+    let served = runtime.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| Exit(2, format!("binding {addr}: {e}")))?;
+        let local = listener.local_addr().map_err(|e| Exit(1, e.to_string()))?;
+        tracing::info!(
+            addr = %local,
+            agents = catalog.agents().count(),
+            resumed,
+            workers,
+            threads,
+            data = %opts.load.data.display(),
+            "converge serving"
+        );
+        let server = ServerConfig {
+            header_timeout: std::time::Duration::from_millis(opts.header_timeout_ms.max(1)),
+            max_connections: opts.max_connections.max(1),
+            ..ServerConfig::default()
+        };
+        converge_host::service::server::serve(listener, app, server, shutdown_signal()).await;
+        Ok::<(), Exit>(())
+    });
+    svc.shutdown();
+    store.close();
+    tracing::info!("stopped; unfinished jobs resume at the next start");
+    served.map(|()| 0)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+fn replay(id: &str, opts: &Load, threads: Option<usize>) -> Result<u8, Exit> {
+    let store = SqliteStore::open_existing(&opts.data).map_err(|e| Exit(2, e.to_string()))?;
+    let record = store
+        .job(None, id)
+        .map_err(|e| Exit(2, e.to_string()))?
+        .ok_or_else(|| Exit(2, format!("no job {id} in {}", opts.data.display())))?;
+    let Some(stored_hash) = record.context_hash.clone() else {
+        return Err(Exit(2, format!("job {id} is {} and has no result to compare yet", record.status)));
+    };
+    let answers = store.answers(id).map_err(|e| Exit(2, e.to_string()))?;
+    store.close();
+    let spec = JobSpec::from_json(&record.spec).map_err(|e| Exit(2, format!("the stored spec of {id}: {e}")))?;
+    let threads = thread_count(threads)?;
+    let (sandbox, catalog) = load(opts, threads)?;
+    let recorded: std::collections::BTreeMap<String, String> =
+        record.components.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
+    let mut changed = Vec::new();
+    for (name, digest) in &recorded {
+        match catalog.loaded.get(name) {
+            Some(l) if &l.digest == digest => {}
+            Some(l) => changed.push(format!(
+                "{name}: recorded {}, loaded {}",
+                &digest[..12.min(digest.len())],
+                &l.digest[..12]
+            )),
+            None => changed.push(format!("{name}: recorded, not loaded now")),
+        }
+    }
+    for c in &changed {
+        eprintln!("converge: component changed since the run: {c}");
+    }
+    let cancel_at = (record.status == Status::Cancelled).then_some(record.cycles);
+    let result = replay_job(&catalog, &sandbox, &spec, id, &executor(threads)?, &answers, cancel_at, progress)?;
+    let identical = result.context_hash == stored_hash;
+    let report = serde_json::json!({
+        "id": id,
+        "identical": identical,
+        "stored": {"status": record.status, "cycles": record.cycles, "context_hash": stored_hash},
+        "replayed": {"status": result.status, "cycles": result.cycles, "context_hash": result.context_hash},
+        "changed_components": changed,
+    });
+    println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Exit(1, e.to_string()))?);
+    eprintln!(
+        "converge: replay of {id}: {}",
+        if identical { "identical context_hash" } else { "context_hash DIFFERS" }
+    );
+    Ok(u8::from(!identical))
 }

@@ -10,7 +10,9 @@ use converge_engine::{
     JobResult, JobSpec, Proposal, Question, RayonExecutor, View,
 };
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::component::Resource;
 
@@ -30,6 +32,7 @@ pub fn job_seed(spec: &JobSpec) -> [u8; 32] {
 
 /// A loaded agent bound to one job's limits and seed.
 struct SandboxAgent {
+    job: Arc<str>,
     loaded: Arc<Loaded>,
     info: AgentInfo,
     sandbox: Arc<Sandbox>,
@@ -46,6 +49,8 @@ impl Agent for SandboxAgent {
         let Loadout::Agent { pre, .. } = &self.loaded.component else {
             return Failure::trap("not an agent").into();
         };
+        let span = tracing::debug_span!("agent", job = %self.job, agent = %self.info.name, cycle = view.cycle());
+        let _enter = span.enter();
         let setup =
             CallSetup { seed: call_seed(&self.seed, &self.info.name, view.cycle()), tools: self.info.tools.clone() };
         let out = self.sandbox.call(&self.limits, setup, |store| {
@@ -59,7 +64,13 @@ impl Agent for SandboxAgent {
             Ok(Err(message)) => Err(Failure::refused(clip(&message, MAX_REFUSAL))),
             Err(failure) => Err(failure),
         };
-        Execution { result, fuel: out.fuel, memory: out.memory, logs: out.logs }
+        Execution {
+            result,
+            fuel: out.fuel,
+            memory: out.memory,
+            logs: out.logs,
+            time_us: u64::try_from(out.elapsed.as_micros()).unwrap_or(u64::MAX),
+        }
     }
 }
 
@@ -81,6 +92,7 @@ fn effect_from(e: types::Effect) -> Effect {
 
 /// A loaded invariant bound to one job's limits and seed.
 struct SandboxInvariant {
+    job: Arc<str>,
     loaded: Arc<Loaded>,
     info: InvariantInfo,
     sandbox: Arc<Sandbox>,
@@ -97,6 +109,9 @@ impl Invariant for SandboxInvariant {
         let Loadout::Invariant { pre, .. } = &self.loaded.component else {
             return Err(Failure::trap("not an invariant"));
         };
+        let span =
+            tracing::debug_span!("invariant", job = %self.job, invariant = %self.info.name, cycle = view.cycle());
+        let _enter = span.enter();
         let setup = CallSetup { seed: call_seed(&self.seed, &self.info.name, view.cycle()), tools: Vec::new() };
         let out = self.sandbox.call(&self.limits, setup, |store| {
             let instance = pre.instantiate(&mut *store)?;
@@ -115,15 +130,17 @@ impl Invariant for SandboxInvariant {
 /// The agents and invariants a job is built from.
 pub type Roster = (Vec<Arc<dyn Agent>>, Vec<Arc<dyn Invariant>>);
 
-/// Every loaded agent and invariant of `catalog`, bound to `spec`'s limits and seed. The engine picks the ones
-/// the spec names (and rejects names that are not loaded).
-pub fn roster(catalog: &Catalog, sandbox: &Arc<Sandbox>, spec: &JobSpec) -> Roster {
+/// Every loaded agent and invariant of `catalog`, bound to `spec`'s limits and seed (and to job `id` in the
+/// logs). The engine picks the ones the spec names (and rejects names that are not loaded).
+pub fn roster(catalog: &Catalog, sandbox: &Arc<Sandbox>, spec: &JobSpec, id: &str) -> Roster {
     let limits = Limits::from_budget(&spec.budget);
     let seed = job_seed(spec);
+    let job: Arc<str> = Arc::from(id);
     let agents = catalog
         .agents()
         .map(|(loaded, info)| {
             Arc::new(SandboxAgent {
+                job: Arc::clone(&job),
                 loaded: Arc::clone(loaded),
                 info: info.clone(),
                 sandbox: Arc::clone(sandbox),
@@ -136,6 +153,7 @@ pub fn roster(catalog: &Catalog, sandbox: &Arc<Sandbox>, spec: &JobSpec) -> Rost
         .invariants()
         .map(|(loaded, info)| {
             Arc::new(SandboxInvariant {
+                job: Arc::clone(&job),
                 loaded: Arc::clone(loaded),
                 info: info.clone(),
                 sandbox: Arc::clone(sandbox),
@@ -150,33 +168,48 @@ pub fn roster(catalog: &Catalog, sandbox: &Arc<Sandbox>, spec: &JobSpec) -> Rost
 /// Ends a job when its wall-clock limit passes, or when asked to cancel.
 #[derive(Debug)]
 pub struct Deadline {
-    start: Instant,
-    limit: Duration,
-    cancelled: std::sync::atomic::AtomicBool,
+    clock: std::sync::Mutex<(Instant, Duration)>,
+    cancelled: AtomicBool,
 }
 
 impl Deadline {
-    /// `job_timeout_ms` from now.
+    /// `limit` from now.
     pub fn new(limit: Duration) -> Self {
-        Self { start: Instant::now(), limit, cancelled: std::sync::atomic::AtomicBool::new(false) }
+        Self { clock: std::sync::Mutex::new((Instant::now(), limit)), cancelled: AtomicBool::new(false) }
+    }
+
+    /// Start the clock again with a new limit (a cancel already asked for stays).
+    pub fn restart(&self, limit: Duration) {
+        if let Ok(mut c) = self.clock.lock() {
+            *c = (Instant::now(), limit);
+        }
     }
 
     /// Ask the job to stop at its next check.
     pub fn cancel(&self) {
-        self.cancelled.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.cancelled.store(true, Ordering::Release);
     }
 
-    /// Time since the job started.
+    /// Whether a cancel was asked for.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Time since the clock started.
     pub fn elapsed(&self) -> Duration {
-        self.start.elapsed()
+        self.clock.lock().map_or(Duration::ZERO, |c| c.0.elapsed())
+    }
+
+    fn expired(&self) -> bool {
+        self.clock.lock().map_or(true, |c| c.0.elapsed() >= c.1)
     }
 }
 
 impl Control for Deadline {
     fn interrupt(&self) -> Option<Interrupt> {
-        if self.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.is_cancelled() {
             Some(Interrupt::Cancel)
-        } else if self.start.elapsed() >= self.limit {
+        } else if self.expired() {
             Some(Interrupt::JobTimeout)
         } else {
             None
@@ -196,11 +229,54 @@ pub fn run_job(
     executor: &RayonExecutor,
     mut progress: impl FnMut(&CycleTrace),
 ) -> Result<JobResult, HostError> {
-    let (agents, invariants) = roster(catalog, sandbox, spec);
+    let (agents, invariants) = roster(catalog, sandbox, spec, id);
     let mut job = Job::new(spec, &agents, &invariants)?;
     let control = Deadline::new(Duration::from_millis(spec.budget.job_timeout_ms));
     while let Some(trace) = job.step(executor, &control) {
         progress(trace);
+    }
+    let mut result = job.result(id);
+    result.stats.wall_time_ms = u64::try_from(control.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(result)
+}
+
+/// Run a stored job again from its spec and its answers, as the service ran it: each answer is given as soon as
+/// its question is open, and a job that was cancelled is cancelled once it has run `cancel_at` cycles. Stops at
+/// an end or where the job would wait for an answer it does not have.
+///
+/// # Errors
+/// The spec is invalid or names an agent or invariant that is not loaded.
+#[allow(clippy::too_many_arguments)]
+pub fn replay_job(
+    catalog: &Catalog,
+    sandbox: &Arc<Sandbox>,
+    spec: &JobSpec,
+    id: &str,
+    executor: &RayonExecutor,
+    answers: &BTreeMap<String, String>,
+    cancel_at: Option<u32>,
+    mut progress: impl FnMut(&CycleTrace),
+) -> Result<JobResult, HostError> {
+    let (agents, invariants) = roster(catalog, sandbox, spec, id);
+    let mut job = Job::new(spec, &agents, &invariants)?;
+    let control = Deadline::new(Duration::from_millis(spec.budget.job_timeout_ms));
+    let mut given: Vec<&str> = Vec::new();
+    loop {
+        for (q, a) in answers {
+            if !given.contains(&q.as_str()) && job.answer(q, a.clone()).is_ok() {
+                given.push(q);
+            }
+        }
+        if cancel_at.is_some_and(|c| job.cycles() >= c) {
+            control.cancel();
+        }
+        if let Some(trace) = job.step(executor, &control) {
+            progress(trace);
+        } else if job.status() == converge_engine::Status::Waiting && cancel_at.is_some() {
+            job.cancel();
+        } else {
+            break;
+        }
     }
     let mut result = job.result(id);
     result.stats.wall_time_ms = u64::try_from(control.elapsed().as_millis()).unwrap_or(u64::MAX);

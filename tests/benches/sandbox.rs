@@ -69,7 +69,7 @@ fn setup(sandbox: &Arc<Sandbox>, inputs: usize, others: usize) -> (Arc<dyn Agent
     spec.facts = (0..inputs).map(|i| Fact::new("in", format!("{i:05}"), "content of a fact")).collect();
     spec.facts.extend((0..others).map(|i| Fact::new(format!("k{:02}", i % 99), format!("{i:05}"), "other")));
     spec.budget.max_facts = 100_000;
-    let (agents, invariants) = roster(&catalog, sandbox, &spec);
+    let (agents, invariants) = roster(&catalog, sandbox, &spec, "bench");
     let job = Job::new(&spec, &agents, &invariants).unwrap();
     (Arc::clone(&agents[0]), job.view())
 }

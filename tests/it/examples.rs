@@ -34,7 +34,7 @@ fn example(name: &str) -> JobSpec {
 }
 
 fn start(catalog: &Catalog, sandbox: &Arc<Sandbox>, spec: &JobSpec) -> Job {
-    let (agents, invariants) = roster(catalog, sandbox, spec);
+    let (agents, invariants) = roster(catalog, sandbox, spec, "test");
     Job::new(spec, &agents, &invariants).unwrap()
 }
 

@@ -76,7 +76,7 @@ fn run(catalog: &Catalog, json: &str) -> (JobResult, Vec<CycleTrace>) {
 
 fn run_on(catalog: &Catalog, json: &str, threads: usize) -> (JobResult, Vec<CycleTrace>) {
     let spec = JobSpec::from_json(json).unwrap();
-    let (agents, invariants) = roster(catalog, &sandbox(), &spec);
+    let (agents, invariants) = roster(catalog, &sandbox(), &spec, "test");
     let mut job = Job::new(&spec, &agents, &invariants).unwrap();
     job.run(&crate::support::rayon(threads), &Deadline::new(Duration::from_millis(spec.budget.job_timeout_ms)));
     (job.result("test"), job.trace().to_vec())

@@ -1,0 +1,306 @@
+//! The durable store behind the service: jobs, their events (the audit trail), questions and answers, and
+//! idempotency keys, behind one trait so another backend (PostgreSQL) can follow.
+//!
+//! Writes go to one writer and are committed in groups: a call returns a [`Reply`] that resolves only after the
+//! transaction holding the write has committed, so "acknowledged" always means "on disk". Reads are plain
+//! blocking calls. The store never sees a job's engine state: a job is its spec plus its answers, and the
+//! service rebuilds everything else by running it again (the engine is deterministic).
+//!
+//! The store never decides anything about the engine; it only makes the service's state transitions atomic.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use converge_engine::Status;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A write's answer, sent after its transaction commits. Await it, call `blocking_recv`, or drop it.
+pub type Reply<T> = tokio::sync::oneshot::Receiver<Result<T, StoreError>>;
+
+/// A store failure. The store's own state is never half-written: a failed write is rolled back.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database could not be opened, read or written.
+    #[error("store: {0}")]
+    Db(String),
+    /// The writer has stopped (the process is shutting down or the database failed).
+    #[error("store: the writer has stopped")]
+    Closed,
+    /// A stored row is not what this version of the store wrote.
+    #[error("store: corrupt row for job {job}: {message}")]
+    Corrupt {
+        /// The job.
+        job: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A job to admit.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Its id.
+    pub id: String,
+    /// The tenant that owns it.
+    pub tenant: String,
+    /// The spec as canonical JSON.
+    pub spec: String,
+    /// SHA-256 of the canonical spec (idempotency compares it).
+    pub spec_hash: String,
+    /// The goal, for listings.
+    pub goal: String,
+    /// The spec's labels, for filters.
+    pub labels: BTreeMap<String, String>,
+    /// The client's `Idempotency-Key`, if any.
+    pub idempotency_key: Option<String>,
+    /// Unix time in milliseconds.
+    pub now_ms: u64,
+}
+
+/// What admitting a job did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The job is stored, queued.
+    Created,
+    /// The key was used before with the same spec: that job, with its current status.
+    Existing {
+        /// Its id.
+        id: String,
+        /// Its status.
+        status: Status,
+    },
+    /// The key was used before with another spec.
+    KeyConflict {
+        /// The job the key belongs to.
+        id: String,
+    },
+}
+
+/// A stored job.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    /// Its id.
+    pub id: String,
+    /// Its position in submission order (the listing cursor).
+    pub seq: i64,
+    /// The owning tenant.
+    pub tenant: String,
+    /// Its status.
+    pub status: Status,
+    /// The spec as canonical JSON.
+    pub spec: String,
+    /// The goal.
+    pub goal: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Submitted, Unix ms.
+    pub created_ms: u64,
+    /// Last changed, Unix ms.
+    pub updated_ms: u64,
+    /// How many times a worker started it.
+    pub attempts: u32,
+    /// Cycles recorded so far.
+    pub cycles: u32,
+    /// A client asked to cancel it.
+    pub cancel_requested: bool,
+    /// Names and digests of the components of its last start, as JSON.
+    pub components: Option<String>,
+    /// Its context hash, when waiting or ended.
+    pub context_hash: Option<String>,
+    /// The SPEC §4 result JSON, when waiting or ended.
+    pub result: Option<String>,
+}
+
+/// A row of a job listing.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct JobSummary {
+    /// The job id.
+    pub id: String,
+    /// Its status.
+    #[schema(value_type = String)]
+    pub status: Status,
+    /// The goal.
+    pub goal: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Cycles recorded so far.
+    pub cycles: u32,
+    /// Its context hash, when waiting or ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_hash: Option<String>,
+    /// Submitted, Unix ms.
+    pub created_ms: u64,
+    /// Last changed, Unix ms.
+    pub updated_ms: u64,
+    #[serde(skip)]
+    pub(crate) seq: i64,
+}
+
+/// Which jobs to list: newest first, `limit` at most, older than `before` (a cursor from a previous page).
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only jobs with this status.
+    pub status: Option<Status>,
+    /// Only jobs with this label set to this value.
+    pub label: Option<(String, String)>,
+    /// Only jobs submitted before the job with this sequence number.
+    pub before: Option<i64>,
+    /// The page size.
+    pub limit: u32,
+}
+
+/// A question a job asked, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewQuestion {
+    /// The question id.
+    pub id: String,
+    /// The prompt.
+    pub prompt: String,
+    /// The asking agent.
+    pub agent: String,
+}
+
+/// What answering did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerOutcome {
+    /// Recorded. `resume`: the job was waiting and now has every answer; queue it.
+    Recorded {
+        /// Queue the job again.
+        resume: bool,
+    },
+    /// No such job for this tenant.
+    UnknownJob,
+    /// The job never asked this question (or has not recorded it yet).
+    UnknownQuestion,
+    /// The question has an answer already.
+    AlreadyAnswered,
+    /// The job has ended.
+    Finished(Status),
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Recorded. `requeue`: the job was waiting, queue it so a worker ends it.
+    Requested {
+        /// Its status when asked.
+        status: Status,
+        /// Queue the job again.
+        requeue: bool,
+    },
+    /// No such job for this tenant.
+    UnknownJob,
+    /// The job has ended.
+    Finished(Status),
+}
+
+/// What parking a job that waits for answers did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Park {
+    /// The job is stored as `waiting`.
+    Parked,
+    /// Answers arrived that the worker had not seen: apply them and go on.
+    Answers(BTreeMap<String, String>),
+}
+
+/// A worker's start of a job.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The job as stored (status now `running`).
+    pub record: JobRecord,
+    /// The answers given so far, by question id.
+    pub answers: BTreeMap<String, String>,
+}
+
+/// One entry of a job's audit trail.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// The job.
+    pub job: String,
+    /// Its position in the job's trail, from 1.
+    pub seq: u64,
+    /// `created`, `started`, `cycle`, `answer`, `cancel_requested`, `waiting` or `end`.
+    pub kind: String,
+    /// The payload, JSON.
+    pub data: String,
+    /// Unix ms.
+    pub at_ms: u64,
+}
+
+/// A job's end, to store.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The terminal status, or `waiting`.
+    pub status: Status,
+    /// Cycles run.
+    pub cycles: u32,
+    /// The context hash.
+    pub context_hash: String,
+    /// The SPEC §4 result JSON.
+    pub result: String,
+    /// Unix ms.
+    pub now_ms: u64,
+}
+
+/// The durable store. Writes return a [`Reply`] resolved after commit; reads block briefly.
+pub trait Store: Send + Sync {
+    /// Admit a job (queued), honouring its idempotency key.
+    fn create_job(&self, job: NewJob) -> Reply<Admission>;
+    /// A worker starts the job: status `running`, attempt counted, the components it runs recorded.
+    fn start(&self, id: &str, components: String, now_ms: u64) -> Reply<Started>;
+    /// Record cycle `cycle`'s trace and the questions it opened. A cycle already recorded (a job run again after
+    /// a restart) is skipped, so the trail holds each cycle once.
+    fn cycle(&self, id: &str, cycle: u32, trace: String, questions: Vec<NewQuestion>, now_ms: u64) -> Reply<()>;
+    /// The job waits for answers. Stored as `waiting` unless answers arrived that are not in `seen`.
+    fn park(&self, id: &str, seen: Vec<String>, outcome: Outcome) -> Reply<Park>;
+    /// The job ended: store its result.
+    fn finish(&self, id: &str, outcome: Outcome) -> Reply<()>;
+    /// Answer an open question of a job the tenant owns.
+    fn answer(&self, tenant: &str, id: &str, question: &str, answer: &str, now_ms: u64) -> Reply<AnswerOutcome>;
+    /// Ask to cancel a job the tenant owns.
+    fn cancel(&self, tenant: &str, id: &str, now_ms: u64) -> Reply<CancelOutcome>;
+
+    /// A job, if it exists and (when `tenant` is given) belongs to the tenant.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    fn job(&self, tenant: Option<&str>, id: &str) -> Result<Option<JobRecord>, StoreError>;
+    /// A page of jobs, newest first.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    fn list(&self, tenant: Option<&str>, filter: &ListFilter) -> Result<Vec<JobSummary>, StoreError>;
+    /// A job's answers by question id.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    fn answers(&self, id: &str) -> Result<BTreeMap<String, String>, StoreError>;
+    /// A job's events after `after`, in order.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    fn events(&self, id: &str, after: u64) -> Result<Vec<Event>, StoreError>;
+    /// Jobs to run after a start: queued and running ones, in submission order.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    fn unfinished(&self) -> Result<Vec<String>, StoreError>;
+    /// Jobs by status.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    fn counts(&self) -> Result<BTreeMap<Status, u64>, StoreError>;
+    /// Submission time (Unix ms) of the oldest queued job.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    fn oldest_queued(&self) -> Result<Option<u64>, StoreError>;
+    /// Whether the database answers.
+    ///
+    /// # Errors
+    /// It does not.
+    fn ping(&self) -> Result<(), StoreError>;
+}

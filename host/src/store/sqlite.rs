@@ -1,0 +1,769 @@
+//! The embedded store: one SQLite file in WAL mode, one writer thread that commits writes in groups (every
+//! write waiting when a transaction starts goes into it, and each waits for the one fsync), and a small pool of
+//! read connections. It must never answer a write before its transaction has committed.
+
+use super::{
+    Admission, AnswerOutcome, CancelOutcome, Event, JobRecord, JobSummary, ListFilter, NewJob, NewQuestion, Outcome,
+    Park, Reply, Started, Store, StoreError,
+};
+use converge_engine::Status;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+/// Most writes in one transaction.
+const MAX_GROUP: usize = 1024;
+/// Read connections kept open.
+const READERS: usize = 4;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    tenant       TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    goal         TEXT NOT NULL,
+    spec         TEXT NOT NULL,
+    spec_hash    TEXT NOT NULL,
+    labels       TEXT NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    updated_ms   INTEGER NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    cycles       INTEGER NOT NULL DEFAULT 0,
+    cancel       INTEGER NOT NULL DEFAULT 0,
+    components   TEXT,
+    context_hash TEXT,
+    result       TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
+CREATE TABLE IF NOT EXISTS labels (
+    job   TEXT NOT NULL,
+    key   TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (job, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS labels_by_value ON labels (key, value);
+CREATE TABLE IF NOT EXISTS events (
+    job   TEXT NOT NULL,
+    seq   INTEGER NOT NULL,
+    kind  TEXT NOT NULL,
+    data  TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (job, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS questions (
+    job       TEXT NOT NULL,
+    id        TEXT NOT NULL,
+    prompt    TEXT NOT NULL,
+    agent     TEXT NOT NULL,
+    cycle     INTEGER NOT NULL,
+    answer    TEXT,
+    PRIMARY KEY (job, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS idempotency (
+    tenant    TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    spec_hash TEXT NOT NULL,
+    job       TEXT NOT NULL,
+    PRIMARY KEY (tenant, key)
+) WITHOUT ROWID;
+PRAGMA user_version = 1;
+";
+
+/// Called with each event after the transaction holding it commits (the service feeds live streams from it).
+pub type OnCommit = Arc<dyn Fn(&Event) + Send + Sync>;
+
+type Tx<T> = tokio::sync::oneshot::Sender<Result<T, StoreError>>;
+
+enum Op {
+    Create(NewJob, Tx<Admission>),
+    Start { id: String, components: String, now_ms: u64, tx: Tx<Started> },
+    Cycle { id: String, cycle: u32, trace: String, questions: Vec<NewQuestion>, now_ms: u64, tx: Tx<()> },
+    Park { id: String, seen: Vec<String>, outcome: Outcome, tx: Tx<Park> },
+    Finish { id: String, outcome: Outcome, tx: Tx<()> },
+    Answer { tenant: String, id: String, question: String, answer: String, now_ms: u64, tx: Tx<AnswerOutcome> },
+    Cancel { tenant: String, id: String, now_ms: u64, tx: Tx<CancelOutcome> },
+}
+
+/// SQLite in `<dir>/converge.db`, WAL, synchronous = FULL.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<Op>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn db(e: &rusqlite::Error) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+fn status_from(job: &str, text: &str) -> Result<Status, StoreError> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| StoreError::Corrupt { job: job.to_owned(), message: format!("unknown status {text:?}") })
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn open(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
+    let conn =
+        Connection::open_with_flags(path, flags).map_err(|e| StoreError::Db(format!("{}: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| db(&e))?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Open (or create) the store under `dir`, which is created if missing. `on_commit` sees every committed
+    /// event.
+    ///
+    /// # Errors
+    /// The directory or the database cannot be created, or the file is not a Converge store.
+    pub fn open(dir: &Path, on_commit: Option<OnCommit>) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(format!("{}: {e}", dir.display())))?;
+        let path = dir.join("converge.db");
+        let conn = open(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| db(&e))?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(|e| db(&e))?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| db(&e))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| db(&e))?;
+        if version > 1 {
+            return Err(StoreError::Db(format!(
+                "{}: schema version {version} is newer than this build",
+                path.display()
+            )));
+        }
+        conn.execute_batch(SCHEMA).map_err(|e| StoreError::Db(format!("{}: {e}", path.display())))?;
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("converge-store".into())
+            .spawn(move || writer(conn, &rx, on_commit.as_ref()))
+            .map_err(|e| StoreError::Db(format!("starting the store writer: {e}")))?;
+        Ok(Self {
+            path,
+            writer: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Open an existing store to read it (for `converge replay`); fails if there is none.
+    ///
+    /// # Errors
+    /// No store under `dir`, or it cannot be read.
+    pub fn open_existing(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("converge.db");
+        if !path.is_file() {
+            return Err(StoreError::Db(format!("{}: no store here", path.display())));
+        }
+        Self::open(dir, None)
+    }
+
+    /// Stop the writer after the writes already sent, and wait for it.
+    pub fn close(&self) {
+        if let Ok(mut w) = self.writer.lock() {
+            w.take();
+        }
+        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = thread.join();
+        }
+    }
+
+    fn send<T>(&self, make: impl FnOnce(Tx<T>) -> Op) -> Reply<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let guard = self.writer.lock();
+        match guard.as_ref().ok().and_then(|w| w.as_ref()) {
+            Some(w) => {
+                if let Err(mpsc::SendError(op)) = w.send(make(tx)) {
+                    reply_closed(op);
+                }
+            }
+            None => {
+                let _ = tx.send(Err(StoreError::Closed));
+            }
+        }
+        rx
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = match self.readers.lock().ok().and_then(|mut r| r.pop()) {
+            Some(c) => c,
+            None => open(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
+        };
+        let out = f(&conn);
+        if let Ok(mut r) = self.readers.lock()
+            && r.len() < READERS
+        {
+            r.push(conn);
+        }
+        out
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn reply_closed(op: Op) {
+    match op {
+        Op::Create(_, tx) => drop(tx.send(Err(StoreError::Closed))),
+        Op::Start { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
+        Op::Cycle { tx, .. } | Op::Finish { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
+        Op::Park { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
+        Op::Answer { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
+        Op::Cancel { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
+    }
+}
+
+/// A write applied inside the group's transaction, waiting for the commit to be answered.
+type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+fn writer(mut conn: Connection, rx: &mpsc::Receiver<Op>, on_commit: Option<&OnCommit>) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        while ops.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let tx = match conn.transaction() {
+            Ok(tx) => tx,
+            Err(e) => {
+                let e = db(&e);
+                for op in ops {
+                    fail(op, &e);
+                }
+                continue;
+            }
+        };
+        let mut done: Vec<Done> = Vec::with_capacity(ops.len());
+        let mut events: Vec<Event> = Vec::new();
+        for op in ops {
+            done.push(apply(&tx, op, &mut events));
+        }
+        let committed = tx.commit().map_err(|e| db(&e));
+        if committed.is_ok()
+            && let Some(hook) = on_commit
+        {
+            for e in &events {
+                hook(e);
+            }
+        }
+        for d in done {
+            d(committed.clone());
+        }
+    }
+}
+
+fn fail(op: Op, e: &StoreError) {
+    let e = e.clone();
+    match op {
+        Op::Create(_, tx) => drop(tx.send(Err(e))),
+        Op::Start { tx, .. } => drop(tx.send(Err(e))),
+        Op::Cycle { tx, .. } | Op::Finish { tx, .. } => drop(tx.send(Err(e))),
+        Op::Park { tx, .. } => drop(tx.send(Err(e))),
+        Op::Answer { tx, .. } => drop(tx.send(Err(e))),
+        Op::Cancel { tx, .. } => drop(tx.send(Err(e))),
+    }
+}
+
+/// Run one write in a savepoint (a failed write is undone alone) and return how to answer it after the commit.
+fn apply(tx: &Transaction<'_>, op: Op, events: &mut Vec<Event>) -> Done {
+    fn run<T: Send + 'static>(
+        tx: &Transaction<'_>,
+        events: &mut Vec<Event>,
+        reply: Tx<T>,
+        f: impl FnOnce(&Connection, &mut Vec<Event>) -> Result<T, StoreError>,
+    ) -> Done {
+        let mark = events.len();
+        let out = (|| {
+            tx.execute_batch("SAVEPOINT op").map_err(|e| db(&e))?;
+            match f(tx, events) {
+                Ok(v) => {
+                    tx.execute_batch("RELEASE op").map_err(|e| db(&e))?;
+                    Ok(v)
+                }
+                Err(e) => {
+                    let _ = tx.execute_batch("ROLLBACK TO op; RELEASE op");
+                    Err(e)
+                }
+            }
+        })();
+        if out.is_err() {
+            events.truncate(mark);
+        }
+        Box::new(move |committed| {
+            let _ = reply.send(committed.and(out));
+        })
+    }
+    match op {
+        Op::Create(job, reply) => run(tx, events, reply, |c, ev| create(c, &job, ev)),
+        Op::Start { id, components, now_ms, tx: reply } => {
+            run(tx, events, reply, |c, ev| start(c, &id, &components, now_ms, ev))
+        }
+        Op::Cycle { id, cycle, trace, questions, now_ms, tx: reply } => {
+            run(tx, events, reply, |c, ev| record_cycle(c, &id, cycle, &trace, &questions, now_ms, ev))
+        }
+        Op::Park { id, seen, outcome, tx: reply } => run(tx, events, reply, |c, ev| park(c, &id, &seen, &outcome, ev)),
+        Op::Finish { id, outcome, tx: reply } => run(tx, events, reply, |c, ev| finish(c, &id, &outcome, ev)),
+        Op::Answer { tenant, id, question, answer: text, now_ms, tx: reply } => {
+            run(tx, events, reply, |c, ev| answer(c, &tenant, &id, &question, &text, now_ms, ev))
+        }
+        Op::Cancel { tenant, id, now_ms, tx: reply } => {
+            run(tx, events, reply, |c, ev| cancel(c, &tenant, &id, now_ms, ev))
+        }
+    }
+}
+
+fn push_event(
+    c: &Connection,
+    job: &str,
+    kind: &str,
+    data: String,
+    now_ms: u64,
+    events: &mut Vec<Event>,
+) -> Result<(), StoreError> {
+    let seq: i64 = c
+        .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job = ?1", [job], |r| r.get(0))
+        .map_err(|e| db(&e))?;
+    c.execute(
+        "INSERT INTO events (job, seq, kind, data, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![job, seq, kind, data, to_i64(now_ms)],
+    )
+    .map_err(|e| db(&e))?;
+    events.push(Event { job: job.to_owned(), seq: to_u64(seq), kind: kind.to_owned(), data, at_ms: now_ms });
+    Ok(())
+}
+
+fn status_of(c: &Connection, job: &str, tenant: Option<&str>) -> Result<Option<Status>, StoreError> {
+    let row: Option<(String, String)> = c
+        .query_row("SELECT status, tenant FROM jobs WHERE id = ?1", [job], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(|e| db(&e))?;
+    match row {
+        Some((status, owner)) if tenant.is_none_or(|t| t == owner) => Ok(Some(status_from(job, &status)?)),
+        _ => Ok(None),
+    }
+}
+
+fn set_status(c: &Connection, job: &str, status: Status, now_ms: u64) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE jobs SET status = ?2, updated_ms = ?3 WHERE id = ?1",
+        params![job, status.as_str(), to_i64(now_ms)],
+    )
+    .map_err(|e| db(&e))?;
+    Ok(())
+}
+
+fn create(c: &Connection, job: &NewJob, events: &mut Vec<Event>) -> Result<Admission, StoreError> {
+    if let Some(key) = &job.idempotency_key {
+        let known: Option<(String, String)> = c
+            .query_row(
+                "SELECT spec_hash, job FROM idempotency WHERE tenant = ?1 AND key = ?2",
+                params![job.tenant, key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| db(&e))?;
+        if let Some((hash, id)) = known {
+            if hash != job.spec_hash {
+                return Ok(Admission::KeyConflict { id });
+            }
+            let status = status_of(c, &id, None)?.ok_or_else(|| StoreError::Corrupt {
+                job: id.clone(),
+                message: "idempotency key of a missing job".into(),
+            })?;
+            return Ok(Admission::Existing { id, status });
+        }
+        c.execute(
+            "INSERT INTO idempotency (tenant, key, spec_hash, job) VALUES (?1, ?2, ?3, ?4)",
+            params![job.tenant, key, job.spec_hash, job.id],
+        )
+        .map_err(|e| db(&e))?;
+    }
+    let labels = serde_json::to_string(&job.labels).map_err(|e| StoreError::Db(e.to_string()))?;
+    c.execute(
+        "INSERT INTO jobs (id, tenant, status, goal, spec, spec_hash, labels, created_ms, updated_ms)
+         VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?7)",
+        params![job.id, job.tenant, job.goal, job.spec, job.spec_hash, labels, to_i64(job.now_ms)],
+    )
+    .map_err(|e| db(&e))?;
+    for (k, v) in &job.labels {
+        c.execute("INSERT INTO labels (job, key, value) VALUES (?1, ?2, ?3)", params![job.id, k, v])
+            .map_err(|e| db(&e))?;
+    }
+    push_event(c, &job.id, "created", serde_json::json!({"status": "queued"}).to_string(), job.now_ms, events)?;
+    Ok(Admission::Created)
+}
+
+const JOB_COLUMNS: &str = "id, seq, tenant, status, spec, goal, labels, created_ms, updated_ms, attempts, cycles, \
+                           cancel, components, context_hash, result";
+
+fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(JobRecord, String, String)> {
+    Ok((
+        JobRecord {
+            id: r.get(0)?,
+            seq: r.get(1)?,
+            tenant: r.get(2)?,
+            status: Status::Queued,
+            spec: r.get(4)?,
+            goal: r.get(5)?,
+            labels: BTreeMap::new(),
+            created_ms: to_u64(r.get(7)?),
+            updated_ms: to_u64(r.get(8)?),
+            attempts: u32::try_from(r.get::<_, i64>(9)?).unwrap_or(0),
+            cycles: u32::try_from(r.get::<_, i64>(10)?).unwrap_or(0),
+            cancel_requested: r.get::<_, i64>(11)? != 0,
+            components: r.get(12)?,
+            context_hash: r.get(13)?,
+            result: r.get(14)?,
+        },
+        r.get(3)?,
+        r.get(6)?,
+    ))
+}
+
+fn load_job(c: &Connection, tenant: Option<&str>, id: &str) -> Result<Option<JobRecord>, StoreError> {
+    let row = c
+        .query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), [id], job_row)
+        .optional()
+        .map_err(|e| db(&e))?;
+    let Some((mut job, status, labels)) = row else { return Ok(None) };
+    if tenant.is_some_and(|t| t != job.tenant) {
+        return Ok(None);
+    }
+    job.status = status_from(id, &status)?;
+    job.labels = serde_json::from_str(&labels)
+        .map_err(|e| StoreError::Corrupt { job: id.to_owned(), message: format!("labels: {e}") })?;
+    Ok(Some(job))
+}
+
+fn load_answers(c: &Connection, id: &str) -> Result<BTreeMap<String, String>, StoreError> {
+    let mut stmt = c
+        .prepare_cached("SELECT id, answer FROM questions WHERE job = ?1 AND answer IS NOT NULL")
+        .map_err(|e| db(&e))?;
+    let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| db(&e))?;
+    rows.collect::<Result<BTreeMap<String, String>, _>>().map_err(|e| db(&e))
+}
+
+fn start(
+    c: &Connection,
+    id: &str,
+    components: &str,
+    now_ms: u64,
+    events: &mut Vec<Event>,
+) -> Result<Started, StoreError> {
+    let Some(mut record) = load_job(c, None, id)? else {
+        return Err(StoreError::Corrupt { job: id.to_owned(), message: "started but not stored".into() });
+    };
+    record.attempts += 1;
+    c.execute(
+        "UPDATE jobs SET status = 'running', attempts = ?2, components = ?3, updated_ms = ?4 WHERE id = ?1",
+        params![id, record.attempts, components, to_i64(now_ms)],
+    )
+    .map_err(|e| db(&e))?;
+    record.status = Status::Running;
+    record.components = Some(components.to_owned());
+    push_event(c, id, "started", serde_json::json!({"attempt": record.attempts}).to_string(), now_ms, events)?;
+    let answers = load_answers(c, id)?;
+    Ok(Started { record, answers })
+}
+
+fn record_cycle(
+    c: &Connection,
+    id: &str,
+    cycle: u32,
+    trace: &str,
+    questions: &[NewQuestion],
+    now_ms: u64,
+    events: &mut Vec<Event>,
+) -> Result<(), StoreError> {
+    let recorded: Option<i64> =
+        c.query_row("SELECT cycles FROM jobs WHERE id = ?1", [id], |r| r.get(0)).optional().map_err(|e| db(&e))?;
+    let Some(recorded) = recorded else {
+        return Err(StoreError::Corrupt { job: id.to_owned(), message: "cycle of a job not stored".into() });
+    };
+    if i64::from(cycle) <= recorded {
+        return Ok(());
+    }
+    c.execute(
+        "UPDATE jobs SET cycles = ?2, updated_ms = ?3 WHERE id = ?1",
+        params![id, i64::from(cycle), to_i64(now_ms)],
+    )
+    .map_err(|e| db(&e))?;
+    for q in questions {
+        c.execute(
+            "INSERT OR IGNORE INTO questions (job, id, prompt, agent, cycle) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, q.id, q.prompt, q.agent, i64::from(cycle)],
+        )
+        .map_err(|e| db(&e))?;
+    }
+    push_event(c, id, "cycle", trace.to_owned(), now_ms, events)
+}
+
+fn store_outcome(c: &Connection, id: &str, o: &Outcome) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE jobs SET status = ?2, cycles = MAX(cycles, ?3), context_hash = ?4, result = ?5, updated_ms = ?6
+         WHERE id = ?1",
+        params![id, o.status.as_str(), i64::from(o.cycles), o.context_hash, o.result, to_i64(o.now_ms)],
+    )
+    .map_err(|e| db(&e))?;
+    Ok(())
+}
+
+fn park(c: &Connection, id: &str, seen: &[String], o: &Outcome, events: &mut Vec<Event>) -> Result<Park, StoreError> {
+    let mut answers = load_answers(c, id)?;
+    answers.retain(|q, _| !seen.contains(q));
+    if !answers.is_empty() {
+        return Ok(Park::Answers(answers));
+    }
+    store_outcome(c, id, o)?;
+    let data = serde_json::json!({"status": "waiting", "cycles": o.cycles, "context_hash": o.context_hash});
+    push_event(c, id, "waiting", data.to_string(), o.now_ms, events)?;
+    Ok(Park::Parked)
+}
+
+fn finish(c: &Connection, id: &str, o: &Outcome, events: &mut Vec<Event>) -> Result<(), StoreError> {
+    if status_of(c, id, None)?.is_some_and(Status::is_terminal) {
+        return Ok(());
+    }
+    store_outcome(c, id, o)?;
+    let data = serde_json::json!({"status": o.status, "cycles": o.cycles, "context_hash": o.context_hash});
+    push_event(c, id, "end", data.to_string(), o.now_ms, events)
+}
+
+fn answer(
+    c: &Connection,
+    tenant: &str,
+    id: &str,
+    question: &str,
+    text: &str,
+    now_ms: u64,
+    events: &mut Vec<Event>,
+) -> Result<AnswerOutcome, StoreError> {
+    let Some(status) = status_of(c, id, Some(tenant))? else { return Ok(AnswerOutcome::UnknownJob) };
+    if status.is_terminal() {
+        return Ok(AnswerOutcome::Finished(status));
+    }
+    let known: Option<Option<String>> = c
+        .query_row("SELECT answer FROM questions WHERE job = ?1 AND id = ?2", params![id, question], |r| r.get(0))
+        .optional()
+        .map_err(|e| db(&e))?;
+    match known {
+        None => return Ok(AnswerOutcome::UnknownQuestion),
+        Some(Some(_)) => return Ok(AnswerOutcome::AlreadyAnswered),
+        Some(None) => {}
+    }
+    c.execute("UPDATE questions SET answer = ?3 WHERE job = ?1 AND id = ?2", params![id, question, text])
+        .map_err(|e| db(&e))?;
+    push_event(c, id, "answer", serde_json::json!({"question": question}).to_string(), now_ms, events)?;
+    let open: i64 = c
+        .query_row("SELECT COUNT(*) FROM questions WHERE job = ?1 AND answer IS NULL", [id], |r| r.get(0))
+        .map_err(|e| db(&e))?;
+    let resume = status == Status::Waiting && open == 0;
+    if resume {
+        set_status(c, id, Status::Queued, now_ms)?;
+    }
+    Ok(AnswerOutcome::Recorded { resume })
+}
+
+fn cancel(
+    c: &Connection,
+    tenant: &str,
+    id: &str,
+    now_ms: u64,
+    events: &mut Vec<Event>,
+) -> Result<CancelOutcome, StoreError> {
+    let Some(status) = status_of(c, id, Some(tenant))? else { return Ok(CancelOutcome::UnknownJob) };
+    if status.is_terminal() {
+        return Ok(CancelOutcome::Finished(status));
+    }
+    c.execute("UPDATE jobs SET cancel = 1, updated_ms = ?2 WHERE id = ?1", params![id, to_i64(now_ms)])
+        .map_err(|e| db(&e))?;
+    let requeue = status == Status::Waiting;
+    if requeue {
+        set_status(c, id, Status::Queued, now_ms)?;
+    }
+    push_event(c, id, "cancel_requested", serde_json::json!({"status": status}).to_string(), now_ms, events)?;
+    Ok(CancelOutcome::Requested { status, requeue })
+}
+
+impl Store for SqliteStore {
+    fn create_job(&self, job: NewJob) -> Reply<Admission> {
+        self.send(|tx| Op::Create(job, tx))
+    }
+
+    fn start(&self, id: &str, components: String, now_ms: u64) -> Reply<Started> {
+        self.send(|tx| Op::Start { id: id.to_owned(), components, now_ms, tx })
+    }
+
+    fn cycle(&self, id: &str, cycle: u32, trace: String, questions: Vec<NewQuestion>, now_ms: u64) -> Reply<()> {
+        self.send(|tx| Op::Cycle { id: id.to_owned(), cycle, trace, questions, now_ms, tx })
+    }
+
+    fn park(&self, id: &str, seen: Vec<String>, outcome: Outcome) -> Reply<Park> {
+        self.send(|tx| Op::Park { id: id.to_owned(), seen, outcome, tx })
+    }
+
+    fn finish(&self, id: &str, outcome: Outcome) -> Reply<()> {
+        self.send(|tx| Op::Finish { id: id.to_owned(), outcome, tx })
+    }
+
+    fn answer(&self, tenant: &str, id: &str, question: &str, answer: &str, now_ms: u64) -> Reply<AnswerOutcome> {
+        self.send(|tx| Op::Answer {
+            tenant: tenant.to_owned(),
+            id: id.to_owned(),
+            question: question.to_owned(),
+            answer: answer.to_owned(),
+            now_ms,
+            tx,
+        })
+    }
+
+    fn cancel(&self, tenant: &str, id: &str, now_ms: u64) -> Reply<CancelOutcome> {
+        self.send(|tx| Op::Cancel { tenant: tenant.to_owned(), id: id.to_owned(), now_ms, tx })
+    }
+
+    fn job(&self, tenant: Option<&str>, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        self.read(|c| load_job(c, tenant, id))
+    }
+
+    fn list(&self, tenant: Option<&str>, f: &ListFilter) -> Result<Vec<JobSummary>, StoreError> {
+        self.read(|c| {
+            let mut sql = String::from(
+                "SELECT j.id, j.status, j.goal, j.labels, j.cycles, j.context_hash, j.created_ms, j.updated_ms, j.seq
+                 FROM jobs j WHERE j.seq < ?1",
+            );
+            if tenant.is_some() {
+                sql.push_str(" AND j.tenant = ?2");
+            }
+            if f.status.is_some() {
+                sql.push_str(" AND j.status = ?3");
+            }
+            if f.label.is_some() {
+                sql.push_str(" AND EXISTS (SELECT 1 FROM labels l WHERE l.job = j.id AND l.key = ?4 AND l.value = ?5)");
+            }
+            sql.push_str(" ORDER BY j.seq DESC LIMIT ?6");
+            let mut stmt = c.prepare_cached(&sql).map_err(|e| db(&e))?;
+            let (lk, lv) = f.label.clone().unwrap_or_default();
+            let rows = stmt
+                .query_map(
+                    params![
+                        f.before.unwrap_or(i64::MAX),
+                        tenant.unwrap_or_default(),
+                        f.status.map(Status::as_str).unwrap_or_default(),
+                        lk,
+                        lv,
+                        i64::from(f.limit)
+                    ],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, i64>(4)?,
+                            r.get::<_, Option<String>>(5)?,
+                            r.get::<_, i64>(6)?,
+                            r.get::<_, i64>(7)?,
+                            r.get::<_, i64>(8)?,
+                        ))
+                    },
+                )
+                .map_err(|e| db(&e))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, status, goal, labels, cycles, context_hash, created, updated, seq) =
+                    row.map_err(|e| db(&e))?;
+                out.push(JobSummary {
+                    status: status_from(&id, &status)?,
+                    labels: serde_json::from_str(&labels)
+                        .map_err(|e| StoreError::Corrupt { job: id.clone(), message: format!("labels: {e}") })?,
+                    id,
+                    goal,
+                    cycles: u32::try_from(cycles).unwrap_or(0),
+                    context_hash,
+                    created_ms: to_u64(created),
+                    updated_ms: to_u64(updated),
+                    seq,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn answers(&self, id: &str) -> Result<BTreeMap<String, String>, StoreError> {
+        self.read(|c| load_answers(c, id))
+    }
+
+    fn events(&self, id: &str, after: u64) -> Result<Vec<Event>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached("SELECT seq, kind, data, at_ms FROM events WHERE job = ?1 AND seq > ?2 ORDER BY seq")
+                .map_err(|e| db(&e))?;
+            let rows = stmt
+                .query_map(params![id, to_i64(after)], |r| {
+                    Ok(Event {
+                        job: id.to_owned(),
+                        seq: to_u64(r.get(0)?),
+                        kind: r.get(1)?,
+                        data: r.get(2)?,
+                        at_ms: to_u64(r.get(3)?),
+                    })
+                })
+                .map_err(|e| db(&e))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(|e| db(&e))
+        })
+    }
+
+    fn unfinished(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached("SELECT id FROM jobs WHERE status IN ('queued', 'running') ORDER BY seq")
+                .map_err(|e| db(&e))?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| db(&e))?;
+            rows.collect::<Result<Vec<String>, _>>().map_err(|e| db(&e))
+        })
+    }
+
+    fn counts(&self) -> Result<BTreeMap<Status, u64>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT status, COUNT(*) FROM jobs GROUP BY status").map_err(|e| db(&e))?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(|e| db(&e))?;
+            let mut out = BTreeMap::new();
+            for row in rows {
+                let (status, n) = row.map_err(|e| db(&e))?;
+                out.insert(status_from("-", &status)?, to_u64(n));
+            }
+            Ok(out)
+        })
+    }
+
+    fn oldest_queued(&self) -> Result<Option<u64>, StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT MIN(created_ms) FROM jobs WHERE status = 'queued'", [], |r| r.get::<_, Option<i64>>(0))
+                .map(|v| v.map(to_u64))
+                .map_err(|e| db(&e))
+        })
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(drop).map_err(|e| db(&e)))
+    }
+}

@@ -373,7 +373,9 @@ async fn submit_job(
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let wait = match query.wait {
         None => None,
-        Some(w) if w.is_finite() && w >= 0.0 => Some(Duration::from_secs_f64(w).min(st.config.max_wait)),
+        Some(w) if w.is_finite() && w >= 0.0 => {
+            Some(Duration::try_from_secs_f64(w).map_or(st.config.max_wait, |d| d.min(st.config.max_wait)))
+        }
         Some(_) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", "wait: a number of seconds >= 0")),
     };
     let key = match headers.get("idempotency-key") {
@@ -398,7 +400,6 @@ async fn submit_job(
     let canonical = serde_json::to_string(&spec).map_err(ApiError::internal)?;
     let spec_hash = crate::hex(&Sha256::digest(canonical.as_bytes()));
     let id = format!("job_{}", uuid::Uuid::now_v7().simple());
-    let watch = wait.map(|_| st.svc.watch(&id));
     // Commit and queue in a task of its own: if the client goes away mid-request, a committed job is still
     // queued (and a refused one frees its place).
     let store = Arc::clone(st.svc.store());
@@ -413,22 +414,30 @@ async fn submit_job(
         now_ms: super::now_ms(),
     };
     let queued = id.clone();
-    let admission = tokio::spawn(async move {
+    let svc = Arc::clone(&st.svc);
+    let (admission, watch) = tokio::spawn(async move {
         let admission = reply(store.create_job(new)).await;
+        let mut watch = None;
         if let Ok(Admission::Created) = admission {
+            // Nothing runs the job before it is queued, so subscribing here misses none of its stops (and a
+            // refused or replayed submission leaves no channel behind).
+            watch = wait.and_then(|_| svc.watch(&queued));
             permit.push(queued);
         }
-        admission
+        admission.map(|a| (a, watch))
     })
     .await
     .map_err(ApiError::internal)??;
     let (id, status, watch) = match admission {
         Admission::Created => {
             tracing::info!(job = %id, tenant = %tenant, "job accepted");
-            (id, Status::Queued, watch.flatten())
+            (id, Status::Queued, watch)
         }
         Admission::Existing { id, status } => {
-            let watch = wait.and_then(|_| st.svc.watch(&id));
+            let stoppable = matches!(status, Status::Queued | Status::Running);
+            let watch = wait.filter(|_| stoppable).and_then(|_| st.svc.watch(&id));
+            // Look again after subscribing: a stop committed before the subscription is never published to it.
+            let status = if watch.is_some() { load_job(&st.svc, &tenant, &id).await?.status } else { status };
             (id, status, watch)
         }
         Admission::KeyConflict { id } => {
@@ -440,7 +449,7 @@ async fn submit_job(
         }
     };
     if let (Some(wait), Some(rx)) = (wait, watch)
-        && !status.is_terminal()
+        && matches!(status, Status::Queued | Status::Running)
     {
         wait_for_stop(rx, wait).await;
     }

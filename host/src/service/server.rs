@@ -40,6 +40,7 @@ pub async fn serve(listener: TcpListener, app: Router, config: ServerConfig, shu
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout)
         .max_buf_size(config.max_header_bytes.max(8192))
+        .max_header_size(config.max_header_bytes)
         .keep_alive(true);
     let http = Arc::new(http);
     tokio::pin!(shutdown);

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use converge_engine::{CycleTrace, JobSpec, Outcome, RayonExecutor, Status};
 use converge_host::service::http::{AgentsView, Auth, HttpConfig};
 use converge_host::service::server::{ServerConfig, refuses_without_tokens};
-use converge_host::service::{Service, ServiceConfig, Watchers};
+use converge_host::service::{AdaptiveExecutor, Service, ServiceConfig, Watchers};
 use converge_host::store::{SqliteStore, Store};
 use converge_host::{Catalog, HostError, Registry, Sandbox, SandboxConfig, job_seed, replay_job, run_job};
 use std::io::Write;
@@ -283,8 +283,8 @@ fn serve(opts: &Serve) -> Result<u8, Exit> {
     let cache = opts.load.cache.clone().unwrap_or_else(|| opts.load.data.join("cache"));
     let registry = Registry::new(Arc::clone(&sandbox), &opts.load.agents, Some(cache));
     let config = ServiceConfig { workers, queue: opts.queue, rescan: std::time::Duration::from_secs(2) };
-    let svc =
-        Service::new(Arc::clone(&store) as Arc<dyn Store>, sandbox, registry, executor(threads)?, watchers, config)?;
+    let executor = AdaptiveExecutor::new(executor(threads)?, threads);
+    let svc = Service::new(Arc::clone(&store) as Arc<dyn Store>, sandbox, registry, executor, watchers, config)?;
     let catalog = svc.catalog();
     for r in &catalog.rejected {
         tracing::warn!(file = %r.file, reason = %r.reason, "component rejected");

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use common::{MARKET_CYCLES, MARKET_HASH, REVIEW_ANSWER, REVIEW_CYCLES, REVIEW_HASH, REVIEW_QUESTION, example};
 use converge_host::engine::RayonExecutor;
 use converge_host::service::http::{Auth, HttpConfig, router};
-use converge_host::service::{Service, ServiceConfig, Watchers};
+use converge_host::service::{AdaptiveExecutor, Service, ServiceConfig, Watchers};
 use converge_host::store::{SqliteStore, Store};
 use converge_host::{Registry, Sandbox, SandboxConfig};
 use http_body_util::BodyExt;
@@ -57,7 +57,7 @@ fn start(dir: &Path, opts: Options) -> Api {
         Arc::clone(&store) as Arc<dyn Store>,
         sandbox,
         registry,
-        RayonExecutor::new(Arc::new(pool)),
+        AdaptiveExecutor::new(RayonExecutor::new(Arc::new(pool)), 2),
         watchers,
         config,
     )

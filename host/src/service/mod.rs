@@ -17,7 +17,7 @@ pub use queue::{JobQueue, Permit};
 use crate::registry::{Catalog, Registry};
 use crate::runner::{Deadline, roster};
 use crate::sandbox::Sandbox;
-use crate::store::{Event, NewQuestion, Outcome, Park, Store, StoreError};
+use crate::store::{CycleRecord, Event, NewQuestion, Outcome, Park, Store, StoreError};
 use converge_engine::{ErrorInfo, Job, JobResult, JobSpec, RayonExecutor, Stats, Status};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -40,6 +40,43 @@ pub struct ServiceConfig {
     pub rescan: Duration,
 }
 
+/// The executor of service jobs: a job's calls fan out on the rayon pool while fewer jobs run than the pool has
+/// threads; once the jobs alone fill the cores, each runs its calls on its own worker thread, which saves two
+/// thread hand-offs per cycle. Results come back in index order either way, so the choice never changes a result.
+pub struct AdaptiveExecutor {
+    rayon: RayonExecutor,
+    threads: usize,
+    active: std::sync::atomic::AtomicUsize,
+}
+
+impl AdaptiveExecutor {
+    /// Fan out on `rayon` (a pool of `threads`) while there is room.
+    pub fn new(rayon: RayonExecutor, threads: usize) -> Self {
+        Self { rayon, threads, active: std::sync::atomic::AtomicUsize::new(0) }
+    }
+
+    fn enter(&self) {
+        self.active.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    fn leave(&self) {
+        self.active.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl converge_engine::Executor for AdaptiveExecutor {
+    fn map<R: Send>(&self, len: usize, f: &(dyn Fn(usize) -> R + Sync)) -> Vec<R> {
+        if len <= 1 || self.active.load(std::sync::atomic::Ordering::Acquire) >= self.threads {
+            converge_engine::SerialExecutor.map(len, f)
+        } else {
+            self.rayon.map(len, f)
+        }
+    }
+}
+
+/// Cycles of a job held before they are written (unless someone watches).
+const MAX_PENDING_CYCLES: usize = 16;
+
 /// Events a live subscriber may fall behind by before it re-reads the store.
 const WATCH_BUFFER: usize = 256;
 
@@ -49,7 +86,7 @@ pub struct Service {
     sandbox: Arc<Sandbox>,
     registry: Mutex<Registry>,
     catalog: RwLock<Arc<Catalog>>,
-    executor: RayonExecutor,
+    executor: AdaptiveExecutor,
     queue: JobQueue,
     config: ServiceConfig,
     running: Mutex<BTreeMap<String, Arc<Deadline>>>,
@@ -78,6 +115,11 @@ impl Watchers {
         {
             map.remove(&event.job);
         }
+    }
+
+    /// Whether anyone listens to the job's live events.
+    pub fn watched(&self, job: &str) -> bool {
+        self.0.lock().is_ok_and(|m| m.get(job).is_some_and(|tx| tx.receiver_count() > 0))
     }
 
     fn subscribe(&self, job: &str) -> Option<broadcast::Receiver<Arc<Event>>> {
@@ -110,7 +152,7 @@ impl Service {
         store: Arc<dyn Store>,
         sandbox: Arc<Sandbox>,
         mut registry: Registry,
-        executor: RayonExecutor,
+        executor: AdaptiveExecutor,
         watchers: Arc<Watchers>,
         config: ServiceConfig,
     ) -> Result<Arc<Self>, crate::HostError> {
@@ -255,7 +297,10 @@ impl Service {
             if let Ok(mut r) = self.running.lock() {
                 r.insert(id.clone(), Arc::clone(&deadline));
             }
-            if let Err(e) = self.run_one(&id, &deadline) {
+            self.executor.enter();
+            let outcome = self.run_one(&id, &deadline);
+            self.executor.leave();
+            if let Err(e) = outcome {
                 tracing::error!(error = %e, "job left unfinished; it resumes at the next start");
             }
             // Forget this run only: an answer may have queued the job again and another worker may run it now.
@@ -295,6 +340,7 @@ impl Service {
         let cancel_at = started.record.cancel_requested.then_some(started.record.cycles);
         let mut answers = started.answers;
         let mut seen: Vec<String> = Vec::new();
+        let mut pending: Vec<CycleRecord> = Vec::new();
         loop {
             for (q, a) in &answers {
                 if !seen.contains(q) && job.answer(q, a.clone()).is_ok() {
@@ -319,12 +365,21 @@ impl Service {
                     .map(|q| NewQuestion { id: q.id, prompt: q.prompt, agent: q.agent })
                     .collect();
                 let text = serde_json::to_string(&trace).unwrap_or_default();
-                drop(self.store.cycle(id, trace.cycle, text, questions, now_ms()));
+                pending.push(CycleRecord { cycle: trace.cycle, trace: text, questions });
+                // A job run again after a crash produces its cycles again, so they need not be durable one by
+                // one: they are written in one batch at the job's stop, or at once while someone watches live
+                // or the batch grows.
+                if self.watchers.watched(id) || pending.len() >= MAX_PENDING_CYCLES {
+                    drop(self.store.cycles(id, std::mem::take(&mut pending), now_ms()));
+                }
                 let snapshot = job.result(id);
                 if let Ok(mut l) = self.live.lock() {
                     l.insert(id.to_owned(), Arc::new(snapshot));
                 }
                 continue;
+            }
+            if !pending.is_empty() {
+                drop(self.store.cycles(id, std::mem::take(&mut pending), now_ms()));
             }
             let status = job.status();
             if status == Status::Waiting {

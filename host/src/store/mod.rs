@@ -163,6 +163,17 @@ pub struct NewQuestion {
     pub agent: String,
 }
 
+/// One cycle of a job, to record.
+#[derive(Debug, Clone)]
+pub struct CycleRecord {
+    /// The cycle, from 1.
+    pub cycle: u32,
+    /// Its trace, JSON.
+    pub trace: String,
+    /// The questions it opened.
+    pub questions: Vec<NewQuestion>,
+}
+
 /// What answering did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AnswerOutcome {
@@ -251,9 +262,9 @@ pub trait Store: Send + Sync {
     fn create_job(&self, job: NewJob) -> Reply<Admission>;
     /// A worker starts the job: status `running`, attempt counted, the components it runs recorded.
     fn start(&self, id: &str, components: String, now_ms: u64) -> Reply<Started>;
-    /// Record cycle `cycle`'s trace and the questions it opened. A cycle already recorded (a job run again after
-    /// a restart) is skipped, so the trail holds each cycle once.
-    fn cycle(&self, id: &str, cycle: u32, trace: String, questions: Vec<NewQuestion>, now_ms: u64) -> Reply<()>;
+    /// Record cycles' traces and the questions they opened, in order. A cycle already recorded (a job run again
+    /// after a restart) is skipped, so the trail holds each cycle once.
+    fn cycles(&self, id: &str, cycles: Vec<CycleRecord>, now_ms: u64) -> Reply<()>;
     /// The job waits for answers. Stored as `waiting` unless answers arrived that are not in `seen`.
     fn park(&self, id: &str, seen: Vec<String>, outcome: Outcome) -> Reply<Park>;
     /// The job ended: store its result.

@@ -3,7 +3,7 @@
 //! read connections. It must never answer a write before its transaction has committed.
 
 use super::{
-    Admission, AnswerOutcome, CancelOutcome, Event, JobRecord, JobSummary, ListFilter, NewJob, NewQuestion, Outcome,
+    Admission, AnswerOutcome, CancelOutcome, CycleRecord, Event, JobRecord, JobSummary, ListFilter, NewJob, Outcome,
     Park, Reply, Started, Store, StoreError,
 };
 use converge_engine::Status;
@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 /// Most writes in one transaction.
 const MAX_GROUP: usize = 1024;
 /// Read connections kept open.
-const READERS: usize = 4;
+const READERS: usize = 32;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS events (
     data  TEXT NOT NULL,
     at_ms INTEGER NOT NULL,
     PRIMARY KEY (job, seq)
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS questions (
     job       TEXT NOT NULL,
     id        TEXT NOT NULL,
@@ -81,7 +81,7 @@ type Tx<T> = tokio::sync::oneshot::Sender<Result<T, StoreError>>;
 enum Op {
     Create(NewJob, Tx<Admission>),
     Start { id: String, components: String, now_ms: u64, tx: Tx<Started> },
-    Cycle { id: String, cycle: u32, trace: String, questions: Vec<NewQuestion>, now_ms: u64, tx: Tx<()> },
+    Cycles { id: String, cycles: Vec<CycleRecord>, now_ms: u64, tx: Tx<()> },
     Park { id: String, seen: Vec<String>, outcome: Outcome, tx: Tx<Park> },
     Finish { id: String, outcome: Outcome, tx: Tx<()> },
     Answer { tenant: String, id: String, question: String, answer: String, now_ms: u64, tx: Tx<AnswerOutcome> },
@@ -100,6 +100,21 @@ impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
     }
+}
+
+/// `execute` through the connection's statement cache (the writer runs the same few statements all day).
+fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(p)
+}
+
+/// `query_row` through the statement cache.
+fn row<T>(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.prepare_cached(sql)?.query_row(p, f)
 }
 
 fn db(e: &rusqlite::Error) -> StoreError {
@@ -123,6 +138,7 @@ fn open(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
     let conn =
         Connection::open_with_flags(path, flags).map_err(|e| StoreError::Db(format!("{}: {e}", path.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| db(&e))?;
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
@@ -223,7 +239,7 @@ fn reply_closed(op: Op) {
     match op {
         Op::Create(_, tx) => drop(tx.send(Err(StoreError::Closed))),
         Op::Start { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
-        Op::Cycle { tx, .. } | Op::Finish { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
+        Op::Cycles { tx, .. } | Op::Finish { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
         Op::Park { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
         Op::Answer { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
         Op::Cancel { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
@@ -276,7 +292,7 @@ fn fail(op: Op, e: &StoreError) {
     match op {
         Op::Create(_, tx) => drop(tx.send(Err(e))),
         Op::Start { tx, .. } => drop(tx.send(Err(e))),
-        Op::Cycle { tx, .. } | Op::Finish { tx, .. } => drop(tx.send(Err(e))),
+        Op::Cycles { tx, .. } | Op::Finish { tx, .. } => drop(tx.send(Err(e))),
         Op::Park { tx, .. } => drop(tx.send(Err(e))),
         Op::Answer { tx, .. } => drop(tx.send(Err(e))),
         Op::Cancel { tx, .. } => drop(tx.send(Err(e))),
@@ -293,10 +309,10 @@ fn apply(tx: &Transaction<'_>, op: Op, events: &mut Vec<Event>) -> Done {
     ) -> Done {
         let mark = events.len();
         let out = (|| {
-            tx.execute_batch("SAVEPOINT op").map_err(|e| db(&e))?;
+            exec(tx, "SAVEPOINT op", []).map_err(|e| db(&e))?;
             match f(tx, events) {
                 Ok(v) => {
-                    tx.execute_batch("RELEASE op").map_err(|e| db(&e))?;
+                    exec(tx, "RELEASE op", []).map_err(|e| db(&e))?;
                     Ok(v)
                 }
                 Err(e) => {
@@ -317,8 +333,8 @@ fn apply(tx: &Transaction<'_>, op: Op, events: &mut Vec<Event>) -> Done {
         Op::Start { id, components, now_ms, tx: reply } => {
             run(tx, events, reply, |c, ev| start(c, &id, &components, now_ms, ev))
         }
-        Op::Cycle { id, cycle, trace, questions, now_ms, tx: reply } => {
-            run(tx, events, reply, |c, ev| record_cycle(c, &id, cycle, &trace, &questions, now_ms, ev))
+        Op::Cycles { id, cycles, now_ms, tx: reply } => {
+            run(tx, events, reply, |c, ev| record_cycles(c, &id, &cycles, now_ms, ev))
         }
         Op::Park { id, seen, outcome, tx: reply } => run(tx, events, reply, |c, ev| park(c, &id, &seen, &outcome, ev)),
         Op::Finish { id, outcome, tx: reply } => run(tx, events, reply, |c, ev| finish(c, &id, &outcome, ev)),
@@ -339,15 +355,32 @@ fn push_event(
     now_ms: u64,
     events: &mut Vec<Event>,
 ) -> Result<(), StoreError> {
-    let seq: i64 = c
-        .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job = ?1", [job], |r| r.get(0))
-        .map_err(|e| db(&e))?;
-    c.execute(
+    let seq = next_seq(c, job)?;
+    insert_event(c, job, seq, kind, data, now_ms, events)
+}
+
+fn next_seq(c: &Connection, job: &str) -> Result<u64, StoreError> {
+    row(c, "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job = ?1", [job], |r| r.get::<_, i64>(0))
+        .map(to_u64)
+        .map_err(|e| db(&e))
+}
+
+fn insert_event(
+    c: &Connection,
+    job: &str,
+    seq: u64,
+    kind: &str,
+    data: String,
+    now_ms: u64,
+    events: &mut Vec<Event>,
+) -> Result<(), StoreError> {
+    exec(
+        c,
         "INSERT INTO events (job, seq, kind, data, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![job, seq, kind, data, to_i64(now_ms)],
+        params![job, to_i64(seq), kind, data, to_i64(now_ms)],
     )
     .map_err(|e| db(&e))?;
-    events.push(Event { job: job.to_owned(), seq: to_u64(seq), kind: kind.to_owned(), data, at_ms: now_ms });
+    events.push(Event { job: job.to_owned(), seq, kind: kind.to_owned(), data, at_ms: now_ms });
     Ok(())
 }
 
@@ -363,7 +396,8 @@ fn status_of(c: &Connection, job: &str, tenant: Option<&str>) -> Result<Option<S
 }
 
 fn set_status(c: &Connection, job: &str, status: Status, now_ms: u64) -> Result<(), StoreError> {
-    c.execute(
+    exec(
+        c,
         "UPDATE jobs SET status = ?2, updated_ms = ?3 WHERE id = ?1",
         params![job, status.as_str(), to_i64(now_ms)],
     )
@@ -391,21 +425,23 @@ fn create(c: &Connection, job: &NewJob, events: &mut Vec<Event>) -> Result<Admis
             })?;
             return Ok(Admission::Existing { id, status });
         }
-        c.execute(
+        exec(
+            c,
             "INSERT INTO idempotency (tenant, key, spec_hash, job) VALUES (?1, ?2, ?3, ?4)",
             params![job.tenant, key, job.spec_hash, job.id],
         )
         .map_err(|e| db(&e))?;
     }
     let labels = serde_json::to_string(&job.labels).map_err(|e| StoreError::Db(e.to_string()))?;
-    c.execute(
+    exec(
+        c,
         "INSERT INTO jobs (id, tenant, status, goal, spec, spec_hash, labels, created_ms, updated_ms)
          VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?7)",
         params![job.id, job.tenant, job.goal, job.spec, job.spec_hash, labels, to_i64(job.now_ms)],
     )
     .map_err(|e| db(&e))?;
     for (k, v) in &job.labels {
-        c.execute("INSERT INTO labels (job, key, value) VALUES (?1, ?2, ?3)", params![job.id, k, v])
+        exec(c, "INSERT INTO labels (job, key, value) VALUES (?1, ?2, ?3)", params![job.id, k, v])
             .map_err(|e| db(&e))?;
     }
     push_event(c, &job.id, "created", serde_json::json!({"status": "queued"}).to_string(), job.now_ms, events)?;
@@ -473,7 +509,8 @@ fn start(
         return Err(StoreError::Corrupt { job: id.to_owned(), message: "started but not stored".into() });
     };
     record.attempts += 1;
-    c.execute(
+    exec(
+        c,
         "UPDATE jobs SET status = 'running', attempts = ?2, components = ?3, updated_ms = ?4 WHERE id = ?1",
         params![id, record.attempts, components, to_i64(now_ms)],
     )
@@ -485,40 +522,40 @@ fn start(
     Ok(Started { record, answers })
 }
 
-fn record_cycle(
+/// Record a batch of cycles: the ones after the last recorded, with one read of the job and one update.
+fn record_cycles(
     c: &Connection,
     id: &str,
-    cycle: u32,
-    trace: &str,
-    questions: &[NewQuestion],
+    cycles: &[CycleRecord],
     now_ms: u64,
     events: &mut Vec<Event>,
 ) -> Result<(), StoreError> {
     let recorded: Option<i64> =
-        c.query_row("SELECT cycles FROM jobs WHERE id = ?1", [id], |r| r.get(0)).optional().map_err(|e| db(&e))?;
+        row(c, "SELECT cycles FROM jobs WHERE id = ?1", [id], |r| r.get(0)).optional().map_err(|e| db(&e))?;
     let Some(recorded) = recorded else {
         return Err(StoreError::Corrupt { job: id.to_owned(), message: "cycle of a job not stored".into() });
     };
-    if i64::from(cycle) <= recorded {
-        return Ok(());
-    }
-    c.execute(
-        "UPDATE jobs SET cycles = ?2, updated_ms = ?3 WHERE id = ?1",
-        params![id, i64::from(cycle), to_i64(now_ms)],
-    )
-    .map_err(|e| db(&e))?;
-    for q in questions {
-        c.execute(
-            "INSERT OR IGNORE INTO questions (job, id, prompt, agent, cycle) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, q.id, q.prompt, q.agent, i64::from(cycle)],
-        )
+    let fresh: Vec<&CycleRecord> = cycles.iter().filter(|r| i64::from(r.cycle) > recorded).collect();
+    let Some(last) = fresh.iter().map(|r| r.cycle).max() else { return Ok(()) };
+    exec(c, "UPDATE jobs SET cycles = ?2, updated_ms = ?3 WHERE id = ?1", params![id, i64::from(last), to_i64(now_ms)])
         .map_err(|e| db(&e))?;
+    for (seq, r) in (next_seq(c, id)?..).zip(fresh) {
+        for q in &r.questions {
+            exec(
+                c,
+                "INSERT OR IGNORE INTO questions (job, id, prompt, agent, cycle) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, q.id, q.prompt, q.agent, i64::from(r.cycle)],
+            )
+            .map_err(|e| db(&e))?;
+        }
+        insert_event(c, id, seq, "cycle", r.trace.clone(), now_ms, events)?;
     }
-    push_event(c, id, "cycle", trace.to_owned(), now_ms, events)
+    Ok(())
 }
 
 fn store_outcome(c: &Connection, id: &str, o: &Outcome) -> Result<(), StoreError> {
-    c.execute(
+    exec(
+        c,
         "UPDATE jobs SET status = ?2, cycles = MAX(cycles, ?3), context_hash = ?4, result = ?5, updated_ms = ?6
          WHERE id = ?1",
         params![id, o.status.as_str(), i64::from(o.cycles), o.context_hash, o.result, to_i64(o.now_ms)],
@@ -570,7 +607,7 @@ fn answer(
         Some(Some(_)) => return Ok(AnswerOutcome::AlreadyAnswered),
         Some(None) => {}
     }
-    c.execute("UPDATE questions SET answer = ?3 WHERE job = ?1 AND id = ?2", params![id, question, text])
+    exec(c, "UPDATE questions SET answer = ?3 WHERE job = ?1 AND id = ?2", params![id, question, text])
         .map_err(|e| db(&e))?;
     push_event(c, id, "answer", serde_json::json!({"question": question}).to_string(), now_ms, events)?;
     let open: i64 = c
@@ -594,7 +631,7 @@ fn cancel(
     if status.is_terminal() {
         return Ok(CancelOutcome::Finished(status));
     }
-    c.execute("UPDATE jobs SET cancel = 1, updated_ms = ?2 WHERE id = ?1", params![id, to_i64(now_ms)])
+    exec(c, "UPDATE jobs SET cancel = 1, updated_ms = ?2 WHERE id = ?1", params![id, to_i64(now_ms)])
         .map_err(|e| db(&e))?;
     let requeue = status == Status::Waiting;
     if requeue {
@@ -613,8 +650,8 @@ impl Store for SqliteStore {
         self.send(|tx| Op::Start { id: id.to_owned(), components, now_ms, tx })
     }
 
-    fn cycle(&self, id: &str, cycle: u32, trace: String, questions: Vec<NewQuestion>, now_ms: u64) -> Reply<()> {
-        self.send(|tx| Op::Cycle { id: id.to_owned(), cycle, trace, questions, now_ms, tx })
+    fn cycles(&self, id: &str, cycles: Vec<CycleRecord>, now_ms: u64) -> Reply<()> {
+        self.send(|tx| Op::Cycles { id: id.to_owned(), cycles, now_ms, tx })
     }
 
     fn park(&self, id: &str, seen: Vec<String>, outcome: Outcome) -> Reply<Park> {
@@ -757,13 +794,13 @@ impl Store for SqliteStore {
 
     fn oldest_queued(&self) -> Result<Option<u64>, StoreError> {
         self.read(|c| {
-            c.query_row("SELECT MIN(created_ms) FROM jobs WHERE status = 'queued'", [], |r| r.get::<_, Option<i64>>(0))
+            row(c, "SELECT MIN(created_ms) FROM jobs WHERE status = 'queued'", [], |r| r.get::<_, Option<i64>>(0))
                 .map(|v| v.map(to_u64))
                 .map_err(|e| db(&e))
         })
     }
 
     fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(drop).map_err(|e| db(&e)))
+        self.read(|c| row(c, "SELECT 1", [], |r| r.get::<_, i64>(0)).map(drop).map_err(|e| db(&e)))
     }
 }

@@ -361,7 +361,9 @@ impl Job {
         let runs = executor.map(eligible.len(), &|i| execute(eligible[i].agent.as_ref(), &view));
         drop(view);
 
-        // Merge, serially, in agent-name order.
+        // Merge, serially, in agent-name order. (The span is a no-op unless the host installs a subscriber.)
+        let merge_span = tracing::debug_span!("merge", cycle, effects = runs.len());
+        let merge_guard = merge_span.enter();
         let st = &mut self.state;
         if let Some(why) = control.interrupt() {
             st.interrupt(why);
@@ -380,6 +382,13 @@ impl Job {
         let new_added = std::mem::take(&mut m.added);
         st.dirty = new_added.keys().cloned().collect();
         Arc::make_mut(&mut st.frozen).context.set_added(new_added);
+        tracing::debug!(
+            inserted = m.trace.inserted,
+            duplicates = m.trace.duplicates,
+            rejected = m.trace.rejected,
+            "merged"
+        );
+        drop(merge_guard);
 
         // Check.
         if !st.status.is_terminal() {

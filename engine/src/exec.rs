@@ -6,6 +6,7 @@
 
 use crate::context::View;
 use crate::model::{AgentInfo, Effect, Failure, InvariantInfo};
+use crate::report::ToolCall;
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -43,11 +44,13 @@ pub struct Execution {
     /// Wall time of the call in microseconds, set by the host (0 when not measured); copied into the cycle's
     /// trace, never into the context or its hash.
     pub time_us: u64,
+    /// The tools the call invoked, in order; copied into the cycle's trace and counted in the job's stats.
+    pub tools: Vec<ToolCall>,
 }
 
 impl From<Result<Effect, Failure>> for Execution {
     fn from(result: Result<Effect, Failure>) -> Self {
-        Self { result, fuel: 0, memory: 0, logs: Vec::new(), time_us: 0 }
+        Self { result, fuel: 0, memory: 0, logs: Vec::new(), time_us: 0, tools: Vec::new() }
     }
 }
 

@@ -12,7 +12,7 @@ use crate::model::{AgentInfo, Effect, Fact, Failure, FailureKind, InvariantClass
 use crate::names::{self, shown, truncate};
 use crate::report::{
     AgentTrace, ConflictDetail, CycleTrace, Diagnostic, DiagnosticKind, ErrorInfo, FactRecord, InvariantTrace,
-    JobResult, OpenQuestion, Outcome, ProposalTrace, Reason, Stats, Status, Version,
+    JobResult, OpenQuestion, Outcome, ProposalTrace, Reason, Stats, Status, ToolCall, ToolOutcome, Version,
 };
 use crate::spec::{JobSpec, SpecError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -370,12 +370,15 @@ impl Job {
         }
         for (member, mut run) in eligible.iter().zip(runs) {
             let (memory, time_us, logs) = (run.memory, run.time_us, std::mem::take(&mut run.logs));
+            let tools = std::mem::take(&mut run.tools);
+            st.count_tools(&tools);
             let at = m.trace.agents.len();
             st.merge_effect(member, run, &mut m);
             if let Some(t) = m.trace.agents.get_mut(at) {
                 t.memory = memory;
                 t.time_us = time_us;
                 t.logs = logs;
+                t.tools = tools;
             }
         }
         st.merge_proposals(&mut m);
@@ -618,6 +621,7 @@ impl State {
             memory: 0,
             logs: Vec::new(),
             time_us: 0,
+            tools: Vec::new(),
         });
         let cycle = self.cycle;
         self.diagnose(
@@ -672,6 +676,19 @@ impl State {
         self.finish(Status::Conflict, "conflict", message);
     }
 
+    fn count_tools(&mut self, calls: &[ToolCall]) {
+        for call in calls {
+            let stats = self.stats.tools.entry(call.tool.clone()).or_default();
+            stats.calls += 1;
+            stats.fuel += call.fuel;
+            if call.outcome != ToolOutcome::Ok {
+                stats.failures += 1;
+            }
+            self.stats.tool_calls += 1;
+            self.stats.tool_fuel += call.fuel;
+        }
+    }
+
     fn merge_effect(&mut self, member: &Member, run: Execution, m: &mut Merge) {
         let stats = self.stats.agents.entry(member.name.to_string()).or_default();
         stats.calls += 1;
@@ -690,6 +707,7 @@ impl State {
                 memory: 0,
                 logs: Vec::new(),
                 time_us: 0,
+                tools: Vec::new(),
             });
             return;
         }
@@ -753,6 +771,7 @@ impl State {
             memory: 0,
             logs: Vec::new(),
             time_us: 0,
+            tools: Vec::new(),
         });
     }
 
@@ -769,6 +788,7 @@ impl State {
             memory: 0,
             logs: Vec::new(),
             time_us: 0,
+            tools: Vec::new(),
         });
     }
 

@@ -49,6 +49,7 @@ pub use job::{AnswerError, Job, JobError, check_agent_info, check_invariant_info
 pub use model::{AgentInfo, Effect, Fact, Failure, FailureKind, InvariantClass, InvariantInfo, Proposal, Question};
 pub use report::{
     AgentStats, AgentTrace, ConflictDetail, CycleTrace, Diagnostic, DiagnosticKind, ErrorInfo, FactRecord,
-    InvariantTrace, JobResult, OpenQuestion, Outcome, ProposalTrace, Reason, Stats, Status, Version,
+    InvariantTrace, JobResult, OpenQuestion, Outcome, ProposalTrace, Reason, Stats, Status, ToolCall, ToolOutcome,
+    ToolStats, Version,
 };
 pub use spec::{Budget, JobSpec, SpecError};

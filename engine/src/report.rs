@@ -228,6 +228,69 @@ pub struct Stats {
     pub agents: BTreeMap<String, AgentStats>,
     /// Wall time, filled in by the host (the engine reads no clock).
     pub wall_time_ms: u64,
+    /// Tool invocations made by agents, all tools, every outcome.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tool_calls: u64,
+    /// Fuel the tools used (counted apart from the agents' `fuel`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tool_fuel: u64,
+    /// Per tool, by the name agents called it by.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tools: BTreeMap<String, ToolStats>,
+}
+
+/// Use of one tool over the job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ToolStats {
+    /// Invocations, every outcome.
+    pub calls: u64,
+    /// Invocations that did not return `ok`.
+    pub failures: u64,
+    /// Fuel the tool used.
+    pub fuel: u64,
+}
+
+/// How one tool invocation ended (the `tool-error` variants of the WIT contract, and `ok`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ToolOutcome {
+    /// The tool returned a value.
+    Ok,
+    /// The tool is not in the calling agent's `tools`.
+    Denied,
+    /// No tool of that name is installed or accepted.
+    Unknown,
+    /// The tool trapped, ran out of a limit, returned `err` or an output over the cap.
+    Failed,
+    /// The tool's circuit is open after consecutive failures in this job.
+    Unavailable,
+}
+
+/// One tool invocation, as the trace records it: enough to check a replay (tool digest, input digest, output).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ToolCall {
+    /// The name the agent called.
+    pub tool: String,
+    /// SHA-256 of the tool's component, when the name resolved to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub digest: Option<String>,
+    /// SHA-256 of the input, lowercase hex.
+    pub input_sha256: String,
+    /// How it ended.
+    pub outcome: ToolOutcome,
+    /// The output (`ok`) or the error message (every other outcome).
+    pub output: String,
+    /// Fuel the tool used (0 when it did not run).
+    pub fuel: u64,
+    /// Peak memory of the tool's instance, in bytes.
+    pub memory: u64,
+    /// Wall time of the invocation in microseconds; varies from run to run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub time_us: u64,
 }
 
 /// The result of a job (SPEC §4).
@@ -310,6 +373,9 @@ pub struct AgentTrace {
     /// agents). It varies from run to run and is not part of `context_hash`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub time_us: u64,
+    /// The tools the call invoked, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolCall>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // the signature serde's `skip_serializing_if` calls
@@ -457,6 +523,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::too_many_lines)] // one literal of every record
     fn schemas_describe_what_serde_emits() {
         let doc = serde_json::to_value(Doc::openapi()).unwrap();
         let schemas = doc["components"]["schemas"].as_object().unwrap();
@@ -506,6 +573,9 @@ mod tests {
                 fuel: 3,
                 agents: BTreeMap::from([("a".into(), AgentStats { calls: 2, failures: 1, fuel: 3 })]),
                 wall_time_ms: 4,
+                tool_calls: 1,
+                tool_fuel: 5,
+                tools: BTreeMap::from([("t".into(), ToolStats { calls: 1, failures: 0, fuel: 5 })]),
             },
             error: Some(ErrorInfo { kind: "cycles".into(), message: "m".into() }),
         };
@@ -520,6 +590,16 @@ mod tests {
             memory: 65_536,
             logs: vec!["l".into()],
             time_us: 12,
+            tools: vec![ToolCall {
+                tool: "t".into(),
+                digest: Some("ab".into()),
+                input_sha256: "cd".into(),
+                outcome: ToolOutcome::Ok,
+                output: "o".into(),
+                fuel: 5,
+                memory: 65_536,
+                time_us: 3,
+            }],
         };
         let proposal = ProposalTrace { agent: "a".into(), key: "k".into(), id: "i".into(), confidence: 0.25 };
         let trace = CycleTrace {

@@ -5,6 +5,8 @@
 //! - [`registry`]: the agents directory, checked file by file, compiled through the on-disk [`cache`].
 //! - [`runner`]: loaded components as the engine's `Agent` and `Invariant`, and a runner for one job.
 //! - [`store`]: the durable store (SQLite, WAL, group commit) behind one trait.
+//! - [`tools`]: tools agents call (trusted directory, validated submissions), the circuit breaker, and the
+//!   validation pipeline for untrusted tools.
 //! - [`service`]: the job service (bounded queue, workers, live events, metrics) and its HTTP API.
 //! - the `converge` binary (`src/main.rs`): `serve`, `run`, `replay` and `agents`.
 
@@ -16,6 +18,7 @@ pub mod runner;
 pub mod sandbox;
 pub mod service;
 pub mod store;
+pub mod tools;
 
 pub use converge_engine as engine;
 pub(crate) use converge_engine::hex;

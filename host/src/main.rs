@@ -48,7 +48,17 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
-    /// List what loads from the agents directory, with hashes, and what is rejected and why.
+    /// Validate an untrusted tool (SPEC §6) and print the report as JSON. Exit 0 accepted, 1 rejected or
+    /// needs review, 2 unusable input (an unreadable file, a malformed manifest). Nothing is stored: submit
+    /// through `POST /v1/tools/validate` to make a tool callable.
+    ValidateTool {
+        /// The tool component.
+        tool: PathBuf,
+        /// The manifest: `{name, description, tests, requested, limits}`.
+        #[arg(long)]
+        manifest: PathBuf,
+    },
+    /// List what loads from the agents and tools directories, with hashes, and what is rejected and why.
     Agents {
         #[command(flatten)]
         load: Load,
@@ -63,6 +73,10 @@ struct Load {
     /// The agents directory: every `*.wasm` in it is loaded.
     #[arg(long, default_value = "agents")]
     agents: PathBuf,
+    /// The trusted tools directory: every `*.wasm` in it is a tool agents may call (default: `<agents>/tools`,
+    /// when it exists).
+    #[arg(long)]
+    tools: Option<PathBuf>,
     /// Where compiled components are cached (default: `<data>/cache`).
     #[arg(long)]
     cache: Option<PathBuf>,
@@ -133,6 +147,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Run { job, load, threads } => run(&job, &load, threads),
         Command::Agents { load, json } => agents(&load, json),
+        Command::ValidateTool { tool, manifest } => validate_tool(&tool, &manifest),
         Command::Serve(opts) => serve(&opts),
         Command::Replay { job, load, threads } => replay(&job, &load, threads),
     };
@@ -144,6 +159,16 @@ fn main() -> ExitCode {
         }
     }
 }
+
+impl Load {
+    /// The tools directory: the one given, or `<agents>/tools` when that exists.
+    fn tools_dir(&self) -> Option<PathBuf> {
+        self.tools.clone().or_else(|| Some(self.agents.join("tools")).filter(|d| d.is_dir()))
+    }
+}
+
+/// Threads that run guest calls get room for an agent's stack and a tool's, nested (1 MiB of wasm each).
+const GUEST_THREAD_STACK: usize = 8 << 20;
 
 fn thread_count(threads: Option<usize>) -> Result<usize, Exit> {
     let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
@@ -157,16 +182,21 @@ fn executor(threads: usize) -> Result<RayonExecutor, Exit> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("converge-agent-{i}"))
+        .stack_size(GUEST_THREAD_STACK)
         .build()
         .map_err(|e| Exit(1, format!("starting {threads} threads: {e}")))?;
     Ok(RayonExecutor::new(Arc::new(pool)))
 }
 
+/// Pooling slots: every worker and every agent thread may hold an agent's instance and, nested, a tool's.
+fn instances(threads: usize) -> u32 {
+    u32::try_from(threads.saturating_mul(8)).unwrap_or(u32::MAX).max(32)
+}
+
 fn load(load: &Load, threads: usize) -> Result<(Arc<Sandbox>, Catalog), Exit> {
-    let instances = u32::try_from(threads.saturating_mul(4)).unwrap_or(u32::MAX).max(16);
-    let sandbox = Arc::new(Sandbox::new(SandboxConfig { instances, pooling: true })?);
+    let sandbox = Arc::new(Sandbox::new(SandboxConfig { instances: instances(threads), pooling: true })?);
     let cache = load.cache.clone().unwrap_or_else(|| load.data.join("cache"));
-    let mut registry = Registry::new(Arc::clone(&sandbox), &load.agents, Some(cache));
+    let mut registry = Registry::new(Arc::clone(&sandbox), &load.agents, Some(cache)).with_tools(load.tools_dir());
     let catalog = registry.refresh()?;
     Ok((sandbox, catalog))
 }
@@ -232,10 +262,33 @@ fn agents(opts: &Load, json: bool) -> Result<u8, Exit> {
     for (l, i) in catalog.invariants() {
         println!("invariant  {:<24} {}  {:?}", l.name, &l.digest[..16], i.class);
     }
+    for t in catalog.tools.iter() {
+        println!("tool       {:<24} {}  {:?}", t.name, &t.digest[..16], t.source);
+    }
     for r in &catalog.rejected {
         println!("rejected   {:<24} {}", r.file, r.reason);
     }
+    for r in &catalog.rejected_tools {
+        println!("rejected   {:<24} {} (tools)", r.file, r.reason);
+    }
     Ok(0)
+}
+
+fn validate_tool(tool: &PathBuf, manifest: &PathBuf) -> Result<u8, Exit> {
+    use converge_host::tools::validate::{MAX_TOOL_BYTES, Manifest, validate};
+    use std::io::Read;
+    let text = std::fs::read(manifest).map_err(|e| Exit(2, format!("{}: {e}", manifest.display())))?;
+    let manifest = Manifest::parse(&text).map_err(|e| Exit(2, format!("{}: {e}", manifest.display())))?;
+    let file = std::fs::File::open(tool).map_err(|e| Exit(2, format!("{}: {e}", tool.display())))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_TOOL_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Exit(2, format!("{}: {e}", tool.display())))?;
+    let sandbox = Arc::new(Sandbox::new(SandboxConfig { instances: 4, pooling: true })?);
+    let validated = validate(&sandbox, &bytes, &manifest);
+    let text = serde_json::to_string_pretty(&validated.report).map_err(|e| Exit(1, e.to_string()))?;
+    println!("{text}");
+    Ok(u8::from(validated.report.verdict != converge_host::tools::Verdict::Accepted))
 }
 
 fn init_logs(format: LogFormat) {
@@ -278,10 +331,10 @@ fn serve(opts: &Serve) -> Result<u8, Exit> {
     let store = SqliteStore::open(&opts.load.data, Some(Arc::new(move |e| hook.publish(e))))
         .map_err(|e| Exit(2, e.to_string()))?;
     let store: Arc<SqliteStore> = Arc::new(store);
-    let instances = u32::try_from(threads.saturating_mul(4)).unwrap_or(u32::MAX).max(16);
-    let sandbox = Arc::new(Sandbox::new(SandboxConfig { instances, pooling: true })?);
+    let sandbox = Arc::new(Sandbox::new(SandboxConfig { instances: instances(threads), pooling: true })?);
     let cache = opts.load.cache.clone().unwrap_or_else(|| opts.load.data.join("cache"));
-    let registry = Registry::new(Arc::clone(&sandbox), &opts.load.agents, Some(cache));
+    let registry =
+        Registry::new(Arc::clone(&sandbox), &opts.load.agents, Some(cache)).with_tools(opts.load.tools_dir());
     let config = ServiceConfig { workers, queue: opts.queue, rescan: std::time::Duration::from_secs(2) };
     let executor = AdaptiveExecutor::new(executor(threads)?, threads);
     let svc = Service::new(Arc::clone(&store) as Arc<dyn Store>, sandbox, registry, executor, watchers, config)?;

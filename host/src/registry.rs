@@ -16,6 +16,7 @@ use crate::bindings::types;
 use crate::cache::Cache;
 use crate::error::HostError;
 use crate::sandbox::{CallSetup, Limits, Sandbox, State};
+use crate::tools::{Source, Tool, ToolLimits, ToolSet};
 use converge_engine::{AgentInfo, InvariantClass, InvariantInfo, check_agent_info, check_invariant_info};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -47,7 +48,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn world(self) -> &'static str {
+    /// The world's name.
+    pub fn world(self) -> &'static str {
         match self {
             Self::Agent => "converge-agent",
             Self::Invariant => "converge-invariant",
@@ -106,13 +108,18 @@ pub struct Rejection {
     pub reason: String,
 }
 
-/// What a directory holds at one moment: loaded components by name, and the rejected files.
+/// What the directories hold at one moment: loaded components by name, the callable tools, and the rejected
+/// files.
 #[derive(Debug, Default)]
 pub struct Catalog {
     /// Agents and invariants, by name.
     pub loaded: BTreeMap<String, Arc<Loaded>>,
-    /// Files that did not load, by file name.
+    /// Files of the agents directory that did not load, by file name.
     pub rejected: Vec<Rejection>,
+    /// Every callable tool: the tools directory's and the validated ones.
+    pub tools: Arc<ToolSet>,
+    /// Files of the tools directory that did not load, by file name.
+    pub rejected_tools: Vec<Rejection>,
 }
 
 impl Catalog {
@@ -133,24 +140,67 @@ impl Catalog {
     }
 }
 
+/// A file's length and modification time: unchanged files are not loaded again.
+type Stamp = (u64, Option<SystemTime>);
+
 struct FileEntry {
     stamp: (u64, Option<SystemTime>),
     outcome: Result<Arc<Loaded>, Rejection>,
 }
 
-/// The agents directory and what loaded from it.
+/// The agents directory and what loaded from it; the trusted tools directory and the validated tools.
 pub struct Registry {
     sandbox: Arc<Sandbox>,
     dir: PathBuf,
     cache: Option<Cache>,
     files: BTreeMap<String, FileEntry>,
+    tools_dir: Option<PathBuf>,
+    tool_files: BTreeMap<String, ToolEntry>,
+    validated: Vec<Arc<Tool>>,
+}
+
+struct ToolEntry {
+    stamp: (u64, Option<SystemTime>),
+    outcome: Result<Arc<Tool>, Rejection>,
 }
 
 impl Registry {
     /// A registry over `dir`; compiled code is cached under `cache` when given.
     pub fn new(sandbox: Arc<Sandbox>, dir: impl Into<PathBuf>, cache: Option<PathBuf>) -> Self {
         let cache = cache.map(|dir| Cache::new(dir, sandbox.engine()));
-        Self { sandbox, dir: dir.into(), cache, files: BTreeMap::new() }
+        Self {
+            sandbox,
+            dir: dir.into(),
+            cache,
+            files: BTreeMap::new(),
+            tools_dir: None,
+            tool_files: BTreeMap::new(),
+            validated: Vec::new(),
+        }
+    }
+
+    /// Also load the trusted tools of `dir` (every `*.wasm` of world `converge-tool`).
+    #[must_use]
+    pub fn with_tools(mut self, dir: Option<PathBuf>) -> Self {
+        self.tools_dir = dir;
+        self
+    }
+
+    /// Make a validated tool callable, from the next [`refresh`](Self::refresh) on (later ones win a name).
+    pub fn add_validated(&mut self, tool: Arc<Tool>) {
+        if !self.validated.iter().any(|t| t.digest == tool.digest) {
+            self.validated.push(tool);
+        }
+    }
+
+    /// Make a validated tool uncallable, from the next [`refresh`](Self::refresh) on.
+    pub fn remove_validated(&mut self, digest: &str) {
+        self.validated.retain(|t| t.digest != digest);
+    }
+
+    /// The compile cache, if any.
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_ref()
     }
 
     /// The directory scanned.
@@ -163,19 +213,7 @@ impl Registry {
     /// # Errors
     /// Only if the directory itself cannot be read; a bad file is a [`Rejection`], never an error.
     pub fn refresh(&mut self) -> Result<Catalog, HostError> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| HostError::io(&self.dir, &e))?;
-        let mut present = BTreeMap::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| HostError::io(&self.dir, &e))?;
-            let path = entry.path();
-            let Some(file) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
-            if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
-                continue;
-            }
-            let meta = entry.metadata().ok();
-            let stamp = (meta.as_ref().map_or(0, std::fs::Metadata::len), meta.and_then(|m| m.modified().ok()));
-            present.insert(file, (path, stamp));
-        }
+        let present = scan(&self.dir)?;
         self.files.retain(|file, _| present.contains_key(file));
         for (file, (path, stamp)) in present {
             if self.files.get(&file).is_some_and(|e| e.stamp == stamp) {
@@ -184,11 +222,37 @@ impl Registry {
             let outcome = load(&self.sandbox, self.cache.as_ref(), &file, &path).map(Arc::new);
             self.files.insert(file, FileEntry { stamp, outcome });
         }
+        if let Some(dir) = &self.tools_dir {
+            let present = scan(dir)?;
+            self.tool_files.retain(|file, _| present.contains_key(file));
+            for (file, (path, stamp)) in present {
+                if self.tool_files.get(&file).is_some_and(|e| e.stamp == stamp) {
+                    continue;
+                }
+                let outcome = load_tool(&self.sandbox, self.cache.as_ref(), &file, &path).map(Arc::new);
+                self.tool_files.insert(file, ToolEntry { stamp, outcome });
+            }
+        }
         Ok(self.catalog())
     }
 
     fn catalog(&self) -> Catalog {
         let mut catalog = Catalog::default();
+        let mut trusted = Vec::new();
+        for (file, entry) in &self.tool_files {
+            match &entry.outcome {
+                Ok(tool) if trusted.iter().any(|t: &Arc<Tool>| t.name == tool.name) => {
+                    catalog.rejected_tools.push(reject(
+                        file,
+                        Some(&tool.name),
+                        format!("the tool name {} is already taken by an earlier file", tool.name),
+                    ));
+                }
+                Ok(tool) => trusted.push(Arc::clone(tool)),
+                Err(rejection) => catalog.rejected_tools.push(rejection.clone()),
+            }
+        }
+        catalog.tools = Arc::new(ToolSet::new(trusted, self.validated.iter().cloned()));
         for (file, entry) in &self.files {
             match &entry.outcome {
                 Ok(loaded) => match catalog.loaded.get(&loaded.name) {
@@ -208,12 +272,35 @@ impl Registry {
     }
 }
 
+/// The `*.wasm` files of `dir`, with their length and modification time.
+fn scan(dir: &Path) -> Result<BTreeMap<String, (PathBuf, Stamp)>, HostError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| HostError::io(dir, &e))?;
+    let mut present = BTreeMap::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| HostError::io(dir, &e))?;
+        let path = entry.path();
+        let Some(file) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
+        if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
+            continue;
+        }
+        let meta = entry.metadata().ok();
+        let stamp = (meta.as_ref().map_or(0, std::fs::Metadata::len), meta.and_then(|m| m.modified().ok()));
+        present.insert(file, (path, stamp));
+    }
+    Ok(present)
+}
+
 fn reject(file: &str, name: Option<&str>, reason: impl Into<String>) -> Rejection {
     Rejection { file: file.to_owned(), name: name.map(str::to_owned), reason: reason.into() }
 }
 
-/// Read, check, compile and pre-instantiate one file, and call its `info()`.
-fn load(sandbox: &Sandbox, cache: Option<&Cache>, file: &str, path: &Path) -> Result<Loaded, Rejection> {
+/// Read, check and compile one file: its bytes' digest and size, the component, and its world.
+fn compile(
+    sandbox: &Sandbox,
+    cache: Option<&Cache>,
+    file: &str,
+    path: &Path,
+) -> Result<(String, u64, Component, Kind), Rejection> {
     let bytes = read_capped(path).map_err(|why| reject(file, None, why))?;
     check_header(&bytes).map_err(|why| reject(file, None, why))?;
     let digest = crate::hex(&Sha256::digest(&bytes));
@@ -224,6 +311,38 @@ fn load(sandbox: &Sandbox, cache: Option<&Cache>, file: &str, path: &Path) -> Re
     .map_err(|e| reject(file, None, format!("is not a valid component: {}", first_line(&e))))?;
     let kind = world(sandbox, &component).map_err(|why| reject(file, None, why))?;
     check_imports(sandbox, &component, kind).map_err(|why| reject(file, None, why))?;
+    Ok((digest, bytes.len() as u64, component, kind))
+}
+
+/// Load one file of the trusted tools directory: a tool, with the default tool limits.
+fn load_tool(sandbox: &Sandbox, cache: Option<&Cache>, file: &str, path: &Path) -> Result<Tool, Rejection> {
+    let (digest, _size, component, kind) = compile(sandbox, cache, file, path)?;
+    if kind != Kind::Tool {
+        return Err(reject(file, None, format!("is of world {}, not converge-tool", kind.world())));
+    }
+    let (pre, info) = crate::tools::prepare(sandbox, &component).map_err(|why| reject(file, None, why))?;
+    check_tool_name(&info.name).map_err(|why| reject(file, Some(&info.name), why))?;
+    Ok(Tool {
+        name: info.name,
+        description: info.description,
+        digest,
+        source: Source::Trusted,
+        limits: ToolLimits::default(),
+        pre,
+    })
+}
+
+/// A tool's name: the rules of agent names (`name@digest` is how callers pin one).
+///
+/// # Errors
+/// A sentence naming the problem.
+pub fn check_tool_name(name: &str) -> Result<(), String> {
+    converge_engine::names::check_name(name).map_err(|e| e.to_string())
+}
+
+/// Read, check, compile and pre-instantiate one file, and call its `info()`.
+fn load(sandbox: &Sandbox, cache: Option<&Cache>, file: &str, path: &Path) -> Result<Loaded, Rejection> {
+    let (digest, size, component, kind) = compile(sandbox, cache, file, path)?;
     let pre = sandbox
         .linker()
         .instantiate_pre(&component)
@@ -231,7 +350,6 @@ fn load(sandbox: &Sandbox, cache: Option<&Cache>, file: &str, path: &Path) -> Re
     let wrong_type = |e: wasmtime::Error| {
         reject(file, None, format!("exports {} with the wrong type: {}", kind.world(), first_line(&format!("{e:#}"))))
     };
-    let size = bytes.len() as u64;
     let (name, component) = match kind {
         Kind::Agent => {
             let pre = ConvergeAgentPre::new(pre).map_err(wrong_type)?;
@@ -246,7 +364,11 @@ fn load(sandbox: &Sandbox, cache: Option<&Cache>, file: &str, path: &Path) -> Re
             (info.name.clone(), Loadout::Invariant { info, pre })
         }
         Kind::Tool => {
-            return Err(reject(file, None, "is a tool (world converge-tool); tools are not loaded as agents"));
+            return Err(reject(
+                file,
+                None,
+                "is a tool (world converge-tool); tools load from the tools directory (--tools), not as agents",
+            ));
         }
     };
     Ok(Loaded { name, file: file.to_owned(), digest, size, component })
@@ -256,7 +378,7 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
-fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
+pub(crate) fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let f = std::fs::File::open(path).map_err(|e| format!("cannot be read: {e}"))?;
     let mut bytes = Vec::new();
@@ -283,7 +405,7 @@ pub fn check_header(bytes: &[u8]) -> Result<(), String> {
 }
 
 /// Which `converge:agent` world the component exports; exactly one.
-fn world(sandbox: &Sandbox, component: &Component) -> Result<Kind, String> {
+pub(crate) fn world(sandbox: &Sandbox, component: &Component) -> Result<Kind, String> {
     let ty = component.component_type();
     let mut kinds = Vec::new();
     for (name, _) in ty.exports(sandbox.engine()) {

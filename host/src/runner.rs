@@ -5,6 +5,7 @@ use crate::bindings::types;
 use crate::error::HostError;
 use crate::registry::{Catalog, Loaded, Loadout};
 use crate::sandbox::{CallSetup, Limits, Sandbox, ViewHandle, call_seed, clip};
+use crate::tools::{Circuits, ToolSession, ToolSet};
 use converge_engine::{
     Agent, AgentInfo, Control, CycleTrace, Effect, Execution, Fact, Failure, Interrupt, Invariant, InvariantInfo, Job,
     JobResult, JobSpec, Proposal, Question, RayonExecutor, View,
@@ -38,6 +39,8 @@ struct SandboxAgent {
     sandbox: Arc<Sandbox>,
     limits: Limits,
     seed: [u8; 32],
+    tools: Arc<ToolSet>,
+    circuits: Arc<Circuits>,
 }
 
 impl Agent for SandboxAgent {
@@ -51,8 +54,19 @@ impl Agent for SandboxAgent {
         };
         let span = tracing::debug_span!("agent", job = %self.job, agent = %self.info.name, cycle = view.cycle());
         let _enter = span.enter();
-        let setup =
-            CallSetup { seed: call_seed(&self.seed, &self.info.name, view.cycle()), tools: self.info.tools.clone() };
+        let seed = call_seed(&self.seed, &self.info.name, view.cycle());
+        let tools = (!self.info.tools.is_empty()).then(|| {
+            ToolSession::new(
+                Arc::clone(&self.sandbox),
+                Arc::clone(&self.tools),
+                Arc::clone(&self.circuits),
+                self.info.tools.clone(),
+                self.info.name.clone(),
+                view.cycle(),
+                seed,
+            )
+        });
+        let setup = CallSetup { seed, tools };
         let out = self.sandbox.call(&self.limits, setup, |store| {
             let instance = pre.instantiate(&mut *store)?;
             let handle = store.data_mut().table_push(ViewHandle(view.clone()))?;
@@ -64,12 +78,15 @@ impl Agent for SandboxAgent {
             Ok(Err(message)) => Err(Failure::refused(clip(&message, MAX_REFUSAL))),
             Err(failure) => Err(failure),
         };
+        let mut logs = out.logs;
+        logs.extend(out.attempts.into_iter().map(|a| format!("refused: {a}")));
         Execution {
             result,
             fuel: out.fuel,
             memory: out.memory,
-            logs: out.logs,
+            logs,
             time_us: u64::try_from(out.elapsed.as_micros()).unwrap_or(u64::MAX),
+            tools: out.tools,
         }
     }
 }
@@ -112,7 +129,7 @@ impl Invariant for SandboxInvariant {
         let span =
             tracing::debug_span!("invariant", job = %self.job, invariant = %self.info.name, cycle = view.cycle());
         let _enter = span.enter();
-        let setup = CallSetup { seed: call_seed(&self.seed, &self.info.name, view.cycle()), tools: Vec::new() };
+        let setup = CallSetup { seed: call_seed(&self.seed, &self.info.name, view.cycle()), tools: None };
         let out = self.sandbox.call(&self.limits, setup, |store| {
             let instance = pre.instantiate(&mut *store)?;
             let handle = store.data_mut().table_push(ViewHandle(view.clone()))?;
@@ -136,6 +153,7 @@ pub fn roster(catalog: &Catalog, sandbox: &Arc<Sandbox>, spec: &JobSpec, id: &st
     let limits = Limits::from_budget(&spec.budget);
     let seed = job_seed(spec);
     let job: Arc<str> = Arc::from(id);
+    let circuits = Arc::new(Circuits::default());
     let agents = catalog
         .agents()
         .map(|(loaded, info)| {
@@ -146,6 +164,8 @@ pub fn roster(catalog: &Catalog, sandbox: &Arc<Sandbox>, spec: &JobSpec, id: &st
                 sandbox: Arc::clone(sandbox),
                 limits,
                 seed,
+                tools: Arc::clone(&catalog.tools),
+                circuits: Arc::clone(&circuits),
             }) as Arc<dyn Agent>
         })
         .collect();

@@ -14,8 +14,9 @@
 
 use crate::bindings::{context, log, tools, types};
 use crate::error::HostError;
+use crate::tools::ToolSession;
 use bytes::Bytes;
-use converge_engine::{Budget, Failure, FailureKind, View};
+use converge_engine::{Budget, Failure, FailureKind, ToolCall, ToolOutcome, View};
 use rand_core::TryRng;
 use sha2::{Digest, Sha256};
 use std::convert::Infallible;
@@ -40,6 +41,8 @@ pub const HOSTCALL_BASE: u64 = 100;
 pub const OUTPUT_CAP: usize = 64 * 1024;
 /// Log lines kept per call.
 const MAX_LOG_LINES: usize = 256;
+/// Refused attempts kept per call.
+const MAX_ATTEMPTS: usize = 64;
 /// Longest log line kept, in bytes.
 const MAX_LINE: usize = 1024;
 /// Most table elements one table may hold.
@@ -79,12 +82,12 @@ impl Limits {
 }
 
 /// What one call gets besides its limits.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct CallSetup {
     /// Seeds the guest's RNGs; derive it with [`call_seed`].
     pub seed: [u8; 32],
-    /// Tools the caller declared (agents only).
-    pub tools: Vec<String>,
+    /// What `tools.invoke` may reach (agents only); without it every invocation is `denied`.
+    pub tools: Option<ToolSession>,
 }
 
 /// What a call produced and used.
@@ -100,6 +103,11 @@ pub struct CallOutcome<R> {
     pub logs: Vec<String>,
     /// Wall time of the call (not deterministic; for stats and events only).
     pub elapsed: Duration,
+    /// What the guest tried and the sandbox refused: opening a path, creating a socket, looking up a name,
+    /// reading the environment, an outgoing HTTP request. In the order tried, capped.
+    pub attempts: Vec<String>,
+    /// The tools the call invoked, in order.
+    pub tools: Vec<ToolCall>,
 }
 
 /// Sizing of the sandbox.
@@ -180,8 +188,12 @@ impl Sandbox {
         let mut logs = std::mem::take(&mut state.logs);
         logs.capture("stdout", &stdout);
         logs.capture("stderr", &stderr);
+        let mut attempts = std::mem::take(&mut state.attempts);
+        attempts.extend(std::mem::take(&mut state.hooks.0));
+        attempts.truncate(MAX_ATTEMPTS);
+        let tools = state.tools.take().map(ToolSession::finish).unwrap_or_default();
         drop(store);
-        CallOutcome { result, fuel, memory, logs: logs.finish(), elapsed: start.elapsed() }
+        CallOutcome { result, fuel, memory, logs: logs.finish(), elapsed: start.elapsed(), attempts, tools }
     }
 }
 
@@ -246,7 +258,7 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
     // Sleeping advances the virtual clock at once: a real sleep (or a pollable that never fires) would block a
     // host thread where the epoch deadline cannot reach it.
     linker.allow_shadowing(true);
-    let mut clocks = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
+    let mut clocks = linker.instance(&format!("wasi:clocks/monotonic-clock@{WASI}"))?;
     clocks.func_wrap("subscribe-duration", |mut cx: wasmtime::StoreContextMut<'_, State>, (d,): (u64,)| {
         let state = cx.data_mut();
         state.clock.advance(d);
@@ -257,9 +269,75 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
         state.clock.advance_to(when);
         Ok((ready(&mut state.table)?,))
     })?;
+    shadow_ambient(&mut linker)?;
     linker.allow_shadowing(false);
     Ok(linker)
 }
+
+/// The ways out of the sandbox (files, environment, sockets, name lookup), each replaced by a function that
+/// records the attempt and refuses it. WASI served with nothing granted would refuse them too, but silently;
+/// tool validation lists what a tool tried (SPEC §6).
+fn shadow_ambient(linker: &mut Linker<State>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::p2::bindings::sockets::network::{ErrorCode, IpAddress, IpAddressFamily};
+    type Cx<'a> = wasmtime::StoreContextMut<'a, State>;
+    let family = |f: IpAddressFamily| match f {
+        IpAddressFamily::Ipv4 => "IPv4",
+        IpAddressFamily::Ipv6 => "IPv6",
+    };
+    linker.instance(&format!("wasi:filesystem/preopens@{WASI}"))?.func_wrap(
+        "get-directories",
+        |mut cx: Cx<'_>, (): ()| {
+            cx.data_mut().attempt("filesystem: asked for the preopened directories (none are granted)".into());
+            Ok((Vec::<(Resource<wasmtime_wasi::filesystem::Descriptor>, String)>::new(),))
+        },
+    )?;
+    linker.instance(&format!("wasi:cli/environment@{WASI}"))?.func_wrap(
+        "get-environment",
+        |mut cx: Cx<'_>, (): ()| {
+            cx.data_mut().attempt("environment: read the environment variables (none are granted)".into());
+            Ok((Vec::<(String, String)>::new(),))
+        },
+    )?;
+    linker.instance(&format!("wasi:sockets/tcp-create-socket@{WASI}"))?.func_wrap(
+        "create-tcp-socket",
+        move |mut cx: Cx<'_>, (f,): (IpAddressFamily,)| {
+            cx.data_mut().attempt(format!("sockets: tried to create a TCP socket ({}); denied", family(f)));
+            Ok((Err::<Resource<wasmtime_wasi::p2::TcpSocket>, _>(ErrorCode::AccessDenied),))
+        },
+    )?;
+    linker.instance(&format!("wasi:sockets/udp-create-socket@{WASI}"))?.func_wrap(
+        "create-udp-socket",
+        move |mut cx: Cx<'_>, (f,): (IpAddressFamily,)| {
+            cx.data_mut().attempt(format!("sockets: tried to create a UDP socket ({}); denied", family(f)));
+            Ok((Err::<Resource<wasmtime_wasi::p2::UdpSocket>, _>(ErrorCode::AccessDenied),))
+        },
+    )?;
+    // Name lookup, with a stream type of its own: no stream is ever created.
+    let mut lookup = linker.instance(&format!("wasi:sockets/ip-name-lookup@{WASI}"))?;
+    lookup.resource("resolve-address-stream", wasmtime::component::ResourceType::host::<NoStream>(), |_, _| Ok(()))?;
+    lookup.func_wrap(
+        "resolve-addresses",
+        |mut cx: Cx<'_>, (_network, name): (Resource<wasmtime_wasi::p2::Network>, String)| {
+            cx.data_mut().attempt(format!("sockets: tried to look up the name {}; denied", clip(&name, 253)));
+            Ok((Err::<Resource<NoStream>, _>(ErrorCode::AccessDenied),))
+        },
+    )?;
+    lookup.func_wrap(
+        "[method]resolve-address-stream.resolve-next-address",
+        |_cx: Cx<'_>, (_stream,): (Resource<NoStream>,)| Ok((Err::<Option<IpAddress>, _>(ErrorCode::InvalidState),)),
+    )?;
+    lookup.func_wrap(
+        "[method]resolve-address-stream.subscribe",
+        |mut cx: Cx<'_>, (_stream,): (Resource<NoStream>,)| Ok((ready(&mut cx.data_mut().table)?,)),
+    )?;
+    Ok(())
+}
+
+/// The WASI version the host's interfaces are registered at; components importing any 0.2.x match it.
+const WASI: &str = "0.2.12";
+
+/// The name-lookup stream of the shadowed `ip-name-lookup`; never created.
+struct NoStream;
 
 fn ready(table: &mut ResourceTable) -> wasmtime::Result<Resource<DynPollable>> {
     let r = table.push(Ready)?;
@@ -323,7 +401,8 @@ pub struct State {
     limiter: Limiter,
     meter: Meter,
     logs: Logs,
-    tools: Vec<String>,
+    tools: Option<ToolSession>,
+    attempts: Vec<String>,
     clock: VirtualClock,
 }
 
@@ -346,11 +425,12 @@ impl State {
             table: ResourceTable::new(),
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
-            hooks: DenyHttp,
+            hooks: DenyHttp::default(),
             limiter: Limiter::new(limits.memory_bytes),
             meter: Meter::new(limits.fuel),
             logs: Logs::default(),
             tools: setup.tools,
+            attempts: Vec::new(),
             clock,
         };
         (state, stdout, stderr)
@@ -388,6 +468,12 @@ impl State {
         Ok(self.table.push(value)?)
     }
 
+    fn attempt(&mut self, what: String) {
+        if self.attempts.len() < MAX_ATTEMPTS {
+            self.attempts.push(what);
+        }
+    }
+
     fn charge(&mut self, units: usize) -> wasmtime::Result<()> {
         self.meter.charge(HOSTCALL_BASE.saturating_add(units as u64))
     }
@@ -415,8 +501,9 @@ impl WasiHttpView for State {
     }
 }
 
-/// Refuses every outgoing HTTP request.
-struct DenyHttp;
+/// Refuses every outgoing HTTP request, and records it.
+#[derive(Default)]
+struct DenyHttp(Vec<String>);
 
 type HttpResponse = wasmtime_wasi_http::Result<(
     http::Response<wasmtime_wasi_http::WasiBody>,
@@ -426,10 +513,14 @@ type HttpResponse = wasmtime_wasi_http::Result<(
 impl WasiHttpHooks for DenyHttp {
     fn send_request(
         &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
         _options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = HttpResponse> + Send> {
+        if self.0.len() < MAX_ATTEMPTS {
+            let uri = request.uri().to_string();
+            self.0.push(format!("http: tried {} {}; denied", request.method(), clip(&uri, 256)));
+        }
         Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
@@ -789,12 +880,33 @@ impl tools::Host for State {
     fn invoke(&mut self, name: String, input: String) -> wasmtime::Result<Result<String, types::ToolError>> {
         self.charge(name.len() + input.len())?;
         let shown = clip(&name, 128).to_owned();
-        if !self.tools.contains(&name) {
-            self.logs.push(format!("tool {shown}: denied (not in this agent's tools)"));
-            return Ok(Err(types::ToolError::Denied(format!("tool {shown} is not in this agent's declared tools"))));
+        let result = match self.tools.as_mut() {
+            Some(session) => session.invoke(&name, &input),
+            None => Err((ToolOutcome::Denied, format!("tool {shown} is not in this agent's declared tools"))),
+        };
+        match result {
+            Ok(output) => {
+                self.charge(output.len())?;
+                self.logs.push(format!("tool {shown}: ok"));
+                Ok(Ok(output))
+            }
+            Err((outcome, message)) => {
+                self.charge(message.len())?;
+                let kind = match outcome {
+                    ToolOutcome::Denied => "denied",
+                    ToolOutcome::Unknown => "unknown",
+                    ToolOutcome::Unavailable => "unavailable",
+                    ToolOutcome::Failed | ToolOutcome::Ok => "failed",
+                };
+                self.logs.push(format!("tool {shown}: {kind}: {}", clip(&message, MAX_LINE)));
+                Ok(Err(match outcome {
+                    ToolOutcome::Denied => types::ToolError::Denied(message),
+                    ToolOutcome::Unknown => types::ToolError::Unknown(message),
+                    ToolOutcome::Unavailable => types::ToolError::Unavailable(message),
+                    ToolOutcome::Failed | ToolOutcome::Ok => types::ToolError::Failed(message),
+                }))
+            }
         }
-        self.logs.push(format!("tool {shown}: unknown"));
-        Ok(Err(types::ToolError::Unknown(format!("no tool named {shown} is installed"))))
     }
 }
 

@@ -124,10 +124,12 @@ impl Auth {
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct AppState {
-    svc: Arc<Service>,
+    pub(super) svc: Arc<Service>,
     auth: Arc<Auth>,
-    config: Arc<HttpConfig>,
+    pub(super) config: Arc<HttpConfig>,
     openapi: Arc<String>,
+    /// Tool validations run one at a time.
+    pub(super) validations: Arc<tokio::sync::Semaphore>,
 }
 
 /// An API error: status, kind, message, and `Retry-After` for 503.
@@ -156,15 +158,15 @@ pub struct ErrorDetail {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         Self { status, kind, message: message.into(), retry_after: None }
     }
 
-    fn not_found(what: &str) -> Self {
+    pub(super) fn not_found(what: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("no {what}"))
     }
 
-    fn internal(e: impl std::fmt::Display) -> Self {
+    pub(super) fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the service failed; the request was not applied")
     }
@@ -208,7 +210,7 @@ impl IntoResponse for ApiError {
 }
 
 /// The authenticated tenant of a request.
-pub struct Tenant(String);
+pub struct Tenant(pub(super) String);
 
 impl FromRequestParts<AppState> for Tenant {
     type Rejection = ApiError;
@@ -232,7 +234,7 @@ impl FromRequestParts<AppState> for Tenant {
 }
 
 /// Read a whole request body under the size limit and the time limit.
-async fn read_body(body: Body, headers: &HeaderMap, config: &HttpConfig) -> Result<bytes::Bytes, ApiError> {
+pub(super) async fn read_body(body: Body, headers: &HeaderMap, config: &HttpConfig) -> Result<bytes::Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -254,7 +256,7 @@ async fn read_body(body: Body, headers: &HeaderMap, config: &HttpConfig) -> Resu
     }
 }
 
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     match headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("")) {
         None => Ok(()),
         Some(v) if v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) => Ok(()),
@@ -267,7 +269,7 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Parse JSON text into `T`: a syntax error is a 400, a well-formed body with a wrong field a 422 naming it.
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "the body is not UTF-8"))?;
     serde_json::from_str::<serde::de::IgnoredAny>(text)
@@ -280,7 +282,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     })
 }
 
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
@@ -289,7 +291,7 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-async fn reply<T>(r: crate::store::Reply<T>) -> Result<T, ApiError> {
+pub(super) async fn reply<T>(r: crate::store::Reply<T>) -> Result<T, ApiError> {
     match r.await {
         Ok(r) => r.map_err(ApiError::from),
         Err(_) => Err(StoreError::Closed.into()),
@@ -1118,7 +1120,7 @@ async fn json_errors(resp: Response) -> Response {
     info(title = "Converge", description = "Sandboxed WebAssembly agents that converge on a shared context (SPEC §5)."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "jobs"), (name = "agents"), (name = "operations"))
+    tags((name = "jobs"), (name = "agents"), (name = "tools"), (name = "operations"))
 )]
 struct ApiDoc;
 
@@ -1145,6 +1147,9 @@ fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(answer))
         .routes(routes!(cancel))
         .routes(routes!(list_agents))
+        .routes(routes!(super::http_tools::validate_tool))
+        .routes(routes!(super::http_tools::list_tools))
+        .routes(routes!(super::http_tools::review_tool))
         .routes(routes!(status))
         .routes(routes!(health))
         .routes(routes!(ready))
@@ -1166,6 +1171,7 @@ pub fn router(svc: Arc<Service>, auth: Auth, config: HttpConfig) -> axum::Router
         auth: Arc::new(auth),
         config: Arc::new(config),
         openapi: Arc::new(api.to_pretty_json().unwrap_or_default()),
+        validations: Arc::new(tokio::sync::Semaphore::new(1)),
     };
     router.fallback(fallback).layer(axum::middleware::map_response(json_errors)).with_state(state)
 }

@@ -7,9 +7,11 @@
 //! the engine is deterministic it reaches the same state. The audit trail keeps each cycle once.
 
 pub mod http;
+mod http_tools;
 mod metrics;
 mod queue;
 pub mod server;
+mod tools;
 
 pub use metrics::Metrics;
 pub use queue::{JobQueue, Permit};
@@ -157,7 +159,7 @@ impl Service {
         config: ServiceConfig,
     ) -> Result<Arc<Self>, crate::HostError> {
         let catalog = registry.refresh()?;
-        Ok(Arc::new(Self {
+        let svc = Arc::new(Self {
             store,
             sandbox,
             registry: Mutex::new(registry),
@@ -170,7 +172,9 @@ impl Service {
             watchers,
             metrics: Metrics::default(),
             started: Instant::now(),
-        }))
+        });
+        svc.load_validated_tools();
+        Ok(svc)
     }
 
     /// Queue every job a previous process left queued or running, and start the workers and the rescanner.
@@ -187,6 +191,7 @@ impl Service {
             let svc = Arc::clone(self);
             std::thread::Builder::new()
                 .name(format!("converge-worker-{i}"))
+                .stack_size(8 << 20)
                 .spawn(move || svc.work())
                 .map_err(|e| crate::HostError::Engine(format!("starting a worker: {e}")))?;
         }

@@ -13,7 +13,7 @@ mod sqlite;
 pub use sqlite::SqliteStore;
 
 use converge_engine::Status;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A write's answer, sent after its transaction commits. Await it, call `blocking_recv`, or drop it.
@@ -256,6 +256,80 @@ pub struct Outcome {
     pub now_ms: u64,
 }
 
+/// A validated tool to record (SPEC §6).
+#[derive(Debug, Clone)]
+pub struct NewTool {
+    /// SHA-256 of the component, lowercase hex: the tool's id.
+    pub digest: String,
+    /// The manifest's name.
+    pub name: String,
+    /// Who submitted it.
+    pub tenant: String,
+    /// The pipeline's verdict: `accepted`, `needs_review` or `rejected`.
+    pub verdict: String,
+    /// The manifest, as JSON.
+    pub manifest: String,
+    /// The report, as JSON.
+    pub report: String,
+    /// The component bytes; kept only for a tool that may become callable.
+    pub component: Option<Vec<u8>>,
+    /// When.
+    pub now_ms: u64,
+}
+
+/// A human decision on a tool that needs review.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReviewRecord {
+    /// `approve` or `reject`.
+    pub decision: String,
+    /// Who decided.
+    pub reviewer: String,
+    /// Why.
+    pub comment: String,
+    /// The tenant whose token made the request.
+    pub tenant: String,
+    /// When, in ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// A stored tool, without its component bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolRecord {
+    /// SHA-256 of the component.
+    pub digest: String,
+    /// Its name.
+    pub name: String,
+    /// Who submitted it.
+    pub tenant: String,
+    /// Where it stands: `accepted` (callable), `needs_review` or `rejected`.
+    pub status: String,
+    /// What the pipeline said.
+    pub verdict: String,
+    /// The manifest, as JSON.
+    pub manifest: String,
+    /// The report, as JSON.
+    pub report: String,
+    /// First stored.
+    pub created_ms: u64,
+    /// Last changed.
+    pub updated_ms: u64,
+    /// When it became callable (the order "latest accepted" follows).
+    pub accepted_ms: Option<u64>,
+    /// Every review, oldest first.
+    pub reviews: Vec<ReviewRecord>,
+}
+
+/// The outcome of a review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReviewOutcome {
+    /// Recorded; the tool as it is now.
+    Recorded(Box<ToolRecord>),
+    /// No such tool.
+    UnknownTool,
+    /// The tool is not waiting for a review; its status.
+    NotPending(String),
+}
+
 /// The durable store. Writes return a [`Reply`] resolved after commit; reads block briefly.
 pub trait Store: Send + Sync {
     /// Admit a job (queued), honouring its idempotency key.
@@ -314,4 +388,20 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// It does not.
     fn ping(&self) -> Result<(), StoreError>;
+
+    /// Record a validation. The same component with the same manifest is a no-op that returns the stored
+    /// record (the pipeline is deterministic); with another manifest the new report replaces the old.
+    fn put_tool(&self, tool: NewTool) -> Reply<ToolRecord>;
+    /// Record a human decision on a tool that needs review: `approve` makes it callable, `reject` never.
+    fn review_tool(&self, digest: &str, review: ReviewRecord) -> Reply<ReviewOutcome>;
+    /// Every stored tool, in the order they were first stored.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    fn tools(&self) -> Result<Vec<ToolRecord>, StoreError>;
+    /// The component bytes of a tool that may become callable.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    fn tool_component(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }

@@ -3,8 +3,8 @@
 //! read connections. It must never answer a write before its transaction has committed.
 
 use super::{
-    Admission, AnswerOutcome, CancelOutcome, CycleRecord, Event, JobRecord, JobSummary, ListFilter, NewJob, Outcome,
-    Park, Reply, Started, Store, StoreError,
+    Admission, AnswerOutcome, CancelOutcome, CycleRecord, Event, JobRecord, JobSummary, ListFilter, NewJob, NewTool,
+    Outcome, Park, Reply, ReviewOutcome, ReviewRecord, Started, Store, StoreError, ToolRecord,
 };
 use converge_engine::Status;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
@@ -70,6 +70,30 @@ CREATE TABLE IF NOT EXISTS idempotency (
     job       TEXT NOT NULL,
     PRIMARY KEY (tenant, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tools (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    digest      TEXT NOT NULL UNIQUE,
+    name        TEXT NOT NULL,
+    tenant      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    verdict     TEXT NOT NULL,
+    manifest    TEXT NOT NULL,
+    report      TEXT NOT NULL,
+    component   BLOB,
+    created_ms  INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL,
+    accepted_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS tool_reviews (
+    digest   TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    decision TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    comment  TEXT NOT NULL,
+    tenant   TEXT NOT NULL,
+    at_ms    INTEGER NOT NULL,
+    PRIMARY KEY (digest, seq)
+) WITHOUT ROWID;
 PRAGMA user_version = 1;
 ";
 
@@ -86,6 +110,8 @@ enum Op {
     Finish { id: String, outcome: Outcome, tx: Tx<()> },
     Answer { tenant: String, id: String, question: String, answer: String, now_ms: u64, tx: Tx<AnswerOutcome> },
     Cancel { tenant: String, id: String, now_ms: u64, tx: Tx<CancelOutcome> },
+    PutTool(Box<NewTool>, Tx<ToolRecord>),
+    Review { digest: String, review: ReviewRecord, tx: Tx<ReviewOutcome> },
 }
 
 /// SQLite in `<dir>/converge.db`, WAL, synchronous = FULL.
@@ -243,6 +269,8 @@ fn reply_closed(op: Op) {
         Op::Park { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
         Op::Answer { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
         Op::Cancel { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
+        Op::PutTool(_, tx) => drop(tx.send(Err(StoreError::Closed))),
+        Op::Review { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
     }
 }
 
@@ -296,6 +324,8 @@ fn fail(op: Op, e: &StoreError) {
         Op::Park { tx, .. } => drop(tx.send(Err(e))),
         Op::Answer { tx, .. } => drop(tx.send(Err(e))),
         Op::Cancel { tx, .. } => drop(tx.send(Err(e))),
+        Op::PutTool(_, tx) => drop(tx.send(Err(e))),
+        Op::Review { tx, .. } => drop(tx.send(Err(e))),
     }
 }
 
@@ -344,6 +374,8 @@ fn apply(tx: &Transaction<'_>, op: Op, events: &mut Vec<Event>) -> Done {
         Op::Cancel { tenant, id, now_ms, tx: reply } => {
             run(tx, events, reply, |c, ev| cancel(c, &tenant, &id, now_ms, ev))
         }
+        Op::PutTool(tool, reply) => run(tx, events, reply, |c, _| put_tool(c, &tool)),
+        Op::Review { digest, review, tx: reply } => run(tx, events, reply, |c, _| review_tool(c, &digest, &review)),
     }
 }
 
@@ -641,6 +673,104 @@ fn cancel(
     Ok(CancelOutcome::Requested { status, requeue })
 }
 
+const TOOL_COLUMNS: &str =
+    "digest, name, tenant, status, verdict, manifest, report, created_ms, updated_ms, accepted_ms";
+
+fn tool_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ToolRecord> {
+    Ok(ToolRecord {
+        digest: r.get(0)?,
+        name: r.get(1)?,
+        tenant: r.get(2)?,
+        status: r.get(3)?,
+        verdict: r.get(4)?,
+        manifest: r.get(5)?,
+        report: r.get(6)?,
+        created_ms: to_u64(r.get(7)?),
+        updated_ms: to_u64(r.get(8)?),
+        accepted_ms: r.get::<_, Option<i64>>(9)?.map(to_u64),
+        reviews: Vec::new(),
+    })
+}
+
+fn load_tool(c: &Connection, digest: &str) -> Result<Option<ToolRecord>, StoreError> {
+    let sql = format!("SELECT {TOOL_COLUMNS} FROM tools WHERE digest = ?1");
+    let mut record = match row(c, &sql, params![digest], tool_row) {
+        Ok(r) => r,
+        Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(None),
+        Err(e) => return Err(db(&e)),
+    };
+    record.reviews = load_reviews(c, digest)?;
+    Ok(Some(record))
+}
+
+fn load_reviews(c: &Connection, digest: &str) -> Result<Vec<ReviewRecord>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT decision, reviewer, comment, tenant, at_ms FROM tool_reviews WHERE digest = ?1 ORDER BY seq",
+        )
+        .map_err(|e| db(&e))?;
+    let rows = stmt
+        .query_map(params![digest], |r| {
+            Ok(ReviewRecord {
+                decision: r.get(0)?,
+                reviewer: r.get(1)?,
+                comment: r.get(2)?,
+                tenant: r.get(3)?,
+                at_ms: to_u64(r.get(4)?),
+            })
+        })
+        .map_err(|e| db(&e))?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| db(&e))
+}
+
+fn put_tool(c: &Connection, t: &NewTool) -> Result<ToolRecord, StoreError> {
+    if let Some(existing) = load_tool(c, &t.digest)?
+        && existing.manifest == t.manifest
+    {
+        return Ok(existing);
+    }
+    let now = to_i64(t.now_ms);
+    let accepted = (t.verdict == "accepted").then_some(now);
+    exec(
+        c,
+        "INSERT INTO tools (digest, name, tenant, status, verdict, manifest, report, component, created_ms, updated_ms,
+                            accepted_ms)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?8, ?9)
+         ON CONFLICT (digest) DO UPDATE SET name = ?2, tenant = ?3, status = ?4, verdict = ?4, manifest = ?5,
+             report = ?6, component = ?7, updated_ms = ?8, accepted_ms = ?9",
+        params![t.digest, t.name, t.tenant, t.verdict, t.manifest, t.report, t.component, now, accepted],
+    )
+    .map_err(|e| db(&e))?;
+    load_tool(c, &t.digest)?.ok_or_else(|| StoreError::Db(format!("tool {} vanished", t.digest)))
+}
+
+fn review_tool(c: &Connection, digest: &str, r: &ReviewRecord) -> Result<ReviewOutcome, StoreError> {
+    let Some(tool) = load_tool(c, digest)? else { return Ok(ReviewOutcome::UnknownTool) };
+    if tool.status != "needs_review" {
+        return Ok(ReviewOutcome::NotPending(tool.status));
+    }
+    let seq = i64::try_from(tool.reviews.len()).unwrap_or(i64::MAX);
+    let at = to_i64(r.at_ms);
+    exec(
+        c,
+        "INSERT INTO tool_reviews (digest, seq, decision, reviewer, comment, tenant, at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![digest, seq, r.decision, r.reviewer, r.comment, r.tenant, at],
+    )
+    .map_err(|e| db(&e))?;
+    let (status, accepted) = if r.decision == "approve" { ("accepted", Some(at)) } else { ("rejected", None) };
+    exec(
+        c,
+        "UPDATE tools SET status = ?2, updated_ms = ?3, accepted_ms = ?4,
+             component = CASE WHEN ?2 = 'rejected' THEN NULL ELSE component END
+         WHERE digest = ?1",
+        params![digest, status, at, accepted],
+    )
+    .map_err(|e| db(&e))?;
+    let tool = load_tool(c, digest)?.ok_or_else(|| StoreError::Db(format!("tool {digest} vanished")))?;
+    Ok(ReviewOutcome::Recorded(Box::new(tool)))
+}
+
 impl Store for SqliteStore {
     fn create_job(&self, job: NewJob) -> Reply<Admission> {
         self.send(|tx| Op::Create(job, tx))
@@ -797,6 +927,38 @@ impl Store for SqliteStore {
             row(c, "SELECT MIN(created_ms) FROM jobs WHERE status = 'queued'", [], |r| r.get::<_, Option<i64>>(0))
                 .map(|v| v.map(to_u64))
                 .map_err(|e| db(&e))
+        })
+    }
+
+    fn put_tool(&self, tool: NewTool) -> Reply<ToolRecord> {
+        self.send(|tx| Op::PutTool(Box::new(tool), tx))
+    }
+
+    fn review_tool(&self, digest: &str, review: ReviewRecord) -> Reply<ReviewOutcome> {
+        self.send(|tx| Op::Review { digest: digest.to_owned(), review, tx })
+    }
+
+    fn tools(&self) -> Result<Vec<ToolRecord>, StoreError> {
+        self.read(|c| {
+            let sql = format!("SELECT {TOOL_COLUMNS} FROM tools ORDER BY seq");
+            let mut stmt = c.prepare_cached(&sql).map_err(|e| db(&e))?;
+            let mut tools = stmt
+                .query_map([], tool_row)
+                .map_err(|e| db(&e))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(|e| db(&e))?;
+            for t in &mut tools {
+                t.reviews = load_reviews(c, &t.digest)?;
+            }
+            Ok(tools)
+        })
+    }
+
+    fn tool_component(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|c| match row(c, "SELECT component FROM tools WHERE digest = ?1", params![digest], |r| r.get(0)) {
+            Ok(bytes) => Ok(bytes),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+            Err(e) => Err(db(&e)),
         })
     }
 

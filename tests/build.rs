@@ -49,6 +49,11 @@ fn build(workspace: &Path, target_dir: &Path) -> Result<PathBuf> {
         }
     }
     println!("cargo:rerun-if-changed={}", workspace.join("Cargo.toml").display());
+    // A crate added to a workspace that lists its members by glob changes no Cargo.toml: watch the directory
+    // itself too (cargo scans it whole), unless builds write inside it.
+    if !workspace.join("target").exists() {
+        println!("cargo:rerun-if-changed={}", workspace.display());
+    }
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)

@@ -18,3 +18,6 @@ mod sandbox;
 
 /// The example agents and jobs through the real host: convergence, determinism, a human answer.
 mod examples;
+
+/// Tools: agents calling them through the host, and the validation pipeline on good and hostile tools.
+mod tools;

@@ -30,7 +30,17 @@ const COVERED: &[&str] = &[
     "sleeper",
     "snoop",
     "spin",
+    // The tool guests and their caller are covered in `tools.rs`.
+    "tool-bad-import",
+    "tool-caller",
+    "tool-clock",
+    "tool-fail",
+    "tool-grow",
+    "tool-huge",
+    "tool-snoop",
+    "tool-spin",
     "tool-thief",
+    "tool-upper",
     "undeclared",
     "wrong-world",
 ];

@@ -50,7 +50,8 @@ fn start(dir: &Path, opts: Options) -> Api {
     let hook = Arc::clone(&watchers);
     let store = Arc::new(SqliteStore::open(&dir.join("data"), Some(Arc::new(move |e| hook.publish(e)))).unwrap());
     let sandbox = Arc::new(Sandbox::new(SandboxConfig { instances: 16, pooling: true }).unwrap());
-    let registry = Registry::new(Arc::clone(&sandbox), dir.join("agents"), Some(common::cache_dir()));
+    let tools = Some(dir.join("agents").join("tools")).filter(|d| d.is_dir());
+    let registry = Registry::new(Arc::clone(&sandbox), dir.join("agents"), Some(common::cache_dir())).with_tools(tools);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let config = ServiceConfig { workers: opts.workers, queue: opts.queue, rescan: Duration::from_secs(2) };
     let svc = Service::new(
@@ -876,4 +877,155 @@ async fn an_acknowledged_job_survives_a_restart_and_converges() {
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
     let done = api.poll(&waiting, "converged").await;
     assert_eq!(done["context_hash"], REVIEW_HASH);
+}
+
+fn guest_bytes(name: &str) -> Vec<u8> {
+    let (_, path) = converge_tests::GUESTS.iter().find(|(n, _)| *n == name).unwrap();
+    std::fs::read(path).unwrap()
+}
+
+/// `tests` tests whose expectations any `ok` output meets.
+fn manifest(name: &str, tests: usize) -> String {
+    let tests: Vec<Value> =
+        (0..tests).map(|i| json!({"name": format!("t{i}"), "input": "x", "expect": {"contains": ""}})).collect();
+    json!({"name": name, "description": "", "tests": tests}).to_string()
+}
+
+impl Api {
+    async fn validate_raw(&self, component: Vec<u8>, manifest: &str) -> Resp {
+        let req = self
+            .request(Method::POST, "/v1/tools/validate")
+            .header(header::CONTENT_TYPE, "application/wasm")
+            .header("converge-manifest", manifest)
+            .body(Body::from(component))
+            .unwrap();
+        self.send(req).await
+    }
+
+    async fn validate_multipart(&self, parts: &[(&str, &[u8])]) -> Resp {
+        let mut body = Vec::new();
+        for (name, bytes) in parts {
+            body.extend_from_slice(
+                format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}\"\r\n\r\n")
+                    .as_bytes(),
+            );
+            body.extend_from_slice(bytes);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"--XyZ--\r\n");
+        let req = self
+            .request(Method::POST, "/v1/tools/validate")
+            .header(header::CONTENT_TYPE, "multipart/form-data; boundary=XyZ")
+            .body(Body::from(body))
+            .unwrap();
+        self.send(req).await
+    }
+
+    /// Run the `tool-caller` agent on one call; its `results/1` fact.
+    async fn call_tool(&self, tool: &str, input: &str) -> String {
+        let spec = json!({"goal": "call", "agents": ["tool-caller"],
+            "facts": [{"key": "calls", "id": "1", "content": format!("{tool}\n{input}")}]});
+        let result = self.submit_and_wait(&spec.to_string()).await;
+        let facts = result["facts"].as_array().unwrap();
+        let fact = facts.iter().find(|f| f["key"] == "results").unwrap_or_else(|| panic!("{result}"));
+        fact["content"].as_str().unwrap().to_owned()
+    }
+
+    async fn tool(&self, name: &str) -> Value {
+        let r = self.get("/v1/tools").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let v = r.json();
+        v["tools"].as_array().unwrap().iter().find(|t| t["name"] == name).cloned().unwrap_or_else(|| panic!("{v}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_submitted_over_http_is_validated_reviewed_and_stays_callable_after_a_restart() {
+    let dir = fresh("tools");
+    std::fs::write(dir.join("agents").join("tool-caller.wasm"), guest_bytes("tool-caller")).unwrap();
+    let api = start(&dir, Options::default());
+    assert!(api.call_tool("upper", "hi").await.starts_with("unknown:"));
+
+    // Raw component, manifest in a header, three tests: accepted and callable at once.
+    let r = api.validate_raw(guest_bytes("tool-upper"), &manifest("upper", 3)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let upper = r.json();
+    assert_eq!(upper["verdict"], "accepted", "{upper}");
+    assert_eq!(api.call_tool("upper", "hi").await, "ok:HI");
+    let listed = api.tool("upper").await;
+    assert_eq!((listed["status"].as_str(), listed["callable"].as_bool()), (Some("accepted"), Some(true)));
+    assert_eq!(listed["id"], upper["digest"]);
+    // The same submission again: the same record.
+    let again = api.validate_raw(guest_bytes("tool-upper"), &manifest("upper", 3)).await.json();
+    assert_eq!(again["digest"], upper["digest"]);
+
+    // Multipart, two tests: needs review, not callable until approved.
+    let clock = guest_bytes("tool-clock");
+    let m = manifest("clock", 2);
+    let r = api.validate_multipart(&[("manifest", m.as_bytes()), ("component", &clock)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let report = r.json();
+    assert_eq!(report["verdict"], "needs_review", "{report}");
+    let digest = report["digest"].as_str().unwrap().to_owned();
+    assert!(api.call_tool("clock", "").await.starts_with("unknown:"));
+    assert_eq!(api.tool("clock").await["callable"], false);
+
+    // Reviews: bad id, unknown tool, bad body, a tool that is not pending.
+    let review = |d: &str| json!({"decision": d, "reviewer": "ada", "comment": "read the source"}).to_string();
+    api.post("/v1/tools/nope/review", review("approve")).await.error(StatusCode::NOT_FOUND, "not_found");
+    let zeros = "0".repeat(64);
+    api.post(&format!("/v1/tools/{zeros}/review"), review("approve")).await.error(StatusCode::NOT_FOUND, "not_found");
+    let path = format!("/v1/tools/{digest}/review");
+    let m = api
+        .post(&path, r#"{"decision": "maybe", "reviewer": "ada"}"#)
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert!(m.contains("decision"), "{m}");
+    let upper_review = format!("/v1/tools/{}/review", upper["digest"].as_str().unwrap());
+    api.post(&upper_review, review("approve")).await.error(StatusCode::CONFLICT, "not_pending");
+    // Approve: callable, with the decision in the trail; a second review is a conflict.
+    let r = api.post(&path, review("approve")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    assert_eq!((v["status"].as_str(), v["callable"].as_bool()), (Some("accepted"), Some(true)), "{v}");
+    assert_eq!(v["reviews"][0]["reviewer"], "ada");
+    assert!(api.call_tool("clock", "").await.starts_with("ok:"));
+    api.post(&path, review("reject")).await.error(StatusCode::CONFLICT, "not_pending");
+
+    // Hostile bytes are a rejected report, not an error; malformed requests are errors naming the problem.
+    let r = api.validate_raw(b"\0asm\x01\0\0\0".to_vec(), &manifest("core", 3)).await;
+    assert_eq!(r.json()["verdict"], "rejected");
+    assert!(r.json()["reasons"][0].as_str().unwrap().contains("core WebAssembly module"));
+    let req = api
+        .request(Method::POST, "/v1/tools/validate")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from("x"))
+        .unwrap();
+    api.send(req).await.error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let m = api
+        .validate_multipart(&[("component", &clock)])
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert!(m.contains("manifest"), "{m}");
+    let req = api
+        .request(Method::POST, "/v1/tools/validate")
+        .header(header::CONTENT_TYPE, "application/wasm")
+        .body(Body::from(clock.clone()))
+        .unwrap();
+    api.send(req).await.error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let m = api
+        .validate_raw(clock.clone(), r#"{"name": "clock", "tests": [], "oops": 1}"#)
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert!(m.contains("oops"), "{m}");
+    let r = api.get("/v1/tools").await.json();
+    assert_eq!(r["tools"].as_array().unwrap().len(), 3, "upper, clock and the core module: {r}");
+    api.stop();
+
+    // A restart loads the accepted and the approved tools again.
+    let api = start(&dir, Options::default());
+    assert_eq!(api.call_tool("upper", "again").await, "ok:AGAIN");
+    assert!(api.call_tool("clock", "").await.starts_with("ok:"));
+    assert_eq!(api.tool("core").await["status"], "rejected");
+    api.stop();
 }

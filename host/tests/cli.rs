@@ -91,3 +91,49 @@ fn agents_lists_what_loaded_and_what_was_rejected() {
     assert_eq!(list["agents"][0]["digest"].as_str().unwrap().len(), 64);
     assert_eq!(list["rejected"][0]["file"], "core.wasm");
 }
+
+fn guest(name: &str) -> &'static str {
+    converge_tests::GUESTS.iter().find(|(n, _)| *n == name).map_or_else(|| panic!("no guest {name}"), |(_, p)| *p)
+}
+
+fn validate_tool(dir: &PathBuf, tool: &str, manifest: &str) -> (Option<i32>, String, String) {
+    let path = dir.join("manifest.json");
+    std::fs::write(&path, manifest).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_converge"))
+        .args(["validate-tool", tool, "--manifest", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_tool_prints_the_report_and_exits_by_verdict() {
+    let dir = agents_dir("validate-tool", &[]);
+    let three = r#"{"name": "upper", "description": "d", "requested": [], "tests": [
+        {"name": "word", "input": "abc", "expect": {"ok": "ABC"}},
+        {"name": "phrase", "input": "a b", "expect": {"contains": "A B"}},
+        {"name": "empty", "input": "", "expect": {"error": true}}]}"#;
+    let (code, stdout, stderr) = validate_tool(&dir, guest("tool-upper"), three);
+    assert_eq!(code, Some(0), "{stderr}{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["verdict"], "accepted");
+    assert_eq!(report["tests"].as_array().unwrap().len(), 3);
+    // A hostile tool: rejected, exit 1, the reason named.
+    let spin = three.replace("\"upper\"", "\"spin\"");
+    let (code, stdout, _) = validate_tool(&dir, guest("tool-spin"), &spin);
+    assert_eq!(code, Some(1));
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["verdict"], "rejected");
+    assert!(report["reasons"][0].as_str().unwrap().contains("out_of_fuel"), "{report}");
+    // Unusable input: exit 2, nothing on stdout.
+    let (code, stdout, stderr) = validate_tool(&dir, guest("tool-upper"), r#"{"name": "upper", "tests": 3}"#);
+    assert_eq!((code, stdout.as_str()), (Some(2), ""));
+    assert!(stderr.contains("tests"), "{stderr}");
+    let (code, _, stderr) = validate_tool(&dir, "/no/such/tool.wasm", three);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("/no/such/tool.wasm"), "{stderr}");
+}

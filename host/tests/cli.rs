@@ -96,7 +96,7 @@ fn guest(name: &str) -> &'static str {
     converge_tests::GUESTS.iter().find(|(n, _)| *n == name).map_or_else(|| panic!("no guest {name}"), |(_, p)| *p)
 }
 
-fn validate_tool(dir: &PathBuf, tool: &str, manifest: &str) -> (Option<i32>, String, String) {
+fn validate_tool(dir: &std::path::Path, tool: &str, manifest: &str) -> (Option<i32>, String, String) {
     let path = dir.join("manifest.json");
     std::fs::write(&path, manifest).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_converge"))

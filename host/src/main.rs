@@ -37,7 +37,8 @@ enum Command {
     },
     /// Serve the HTTP API (SPEC §5) with the embedded store under `--data`.
     Serve(Box<Serve>),
-    /// Re-run a stored job from its spec and answers and compare `context_hash`. Exit 0 identical, 1 different,
+    /// Re-run a stored job from its spec and answers and compare `context_hash` and every tool call (tool,
+    /// digest, input, outcome, output). Exit 0 identical, 1 different,
     /// 2 no such job or no result yet.
     Replay {
         /// The job id.
@@ -223,6 +224,29 @@ fn run(path: &PathBuf, opts: &Load, threads: Option<usize>) -> Result<u8, Exit> 
         result.context_hash
     );
     Ok(u8::from(result.status != Status::Converged))
+}
+
+/// Each tool invocation of a cycle, as a replay compares it: cycle, agent, tool, digest, input and outcome, and
+/// the SHA-256 of the output (time and fuel may differ, the rest may not).
+fn tool_calls(t: &CycleTrace) -> Vec<String> {
+    use sha2::Digest;
+    t.agents
+        .iter()
+        .flat_map(|a| {
+            a.tools.iter().map(move |c| {
+                let output = converge_engine::hex(&sha2::Sha256::digest(c.output.as_bytes()));
+                format!(
+                    "cycle {} {} -> {}@{} input {} {:?} output {output}",
+                    t.cycle,
+                    a.agent,
+                    c.tool,
+                    c.digest.as_deref().unwrap_or("-"),
+                    c.input_sha256,
+                    c.outcome
+                )
+            })
+        })
+        .collect()
 }
 
 fn progress(t: &CycleTrace) {
@@ -414,7 +438,14 @@ fn replay(id: &str, opts: &Load, threads: Option<usize>) -> Result<u8, Exit> {
         return Err(Exit(2, format!("job {id} is {} and has no result to compare yet", record.status)));
     };
     let answers = store.answers(id).map_err(|e| Exit(2, e.to_string()))?;
+    let events = store.events(id, 0).map_err(|e| Exit(2, e.to_string()))?;
     store.close();
+    let stored_calls: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind == "cycle")
+        .filter_map(|e| serde_json::from_str::<CycleTrace>(&e.data).ok())
+        .flat_map(|t| tool_calls(&t))
+        .collect();
     let spec = JobSpec::from_json(&record.spec).map_err(|e| Exit(2, format!("the stored spec of {id}: {e}")))?;
     let threads = thread_count(threads)?;
     let (sandbox, catalog) = load(opts, threads)?;
@@ -436,19 +467,44 @@ fn replay(id: &str, opts: &Load, threads: Option<usize>) -> Result<u8, Exit> {
         eprintln!("converge: component changed since the run: {c}");
     }
     let cancel_at = (record.status == Status::Cancelled).then_some(record.cycles);
-    let result = replay_job(&catalog, &sandbox, &spec, id, &executor(threads)?, &answers, cancel_at, progress)?;
-    let identical = result.context_hash == stored_hash;
+    let mut replayed_calls = Vec::new();
+    let result = replay_job(&catalog, &sandbox, &spec, id, &executor(threads)?, &answers, cancel_at, |t| {
+        replayed_calls.extend(tool_calls(t));
+        progress(t);
+    })?;
+    let calls_identical = stored_calls == replayed_calls;
+    let first_difference = stored_calls
+        .iter()
+        .zip(&replayed_calls)
+        .position(|(a, b)| a != b)
+        .or_else(|| (!calls_identical).then(|| stored_calls.len().min(replayed_calls.len())));
+    let identical = result.context_hash == stored_hash && calls_identical;
     let report = serde_json::json!({
         "id": id,
         "identical": identical,
         "stored": {"status": record.status, "cycles": record.cycles, "context_hash": stored_hash},
         "replayed": {"status": result.status, "cycles": result.cycles, "context_hash": result.context_hash},
         "changed_components": changed,
+        "tool_calls": {
+            "identical": calls_identical,
+            "stored": stored_calls.len(),
+            "replayed": replayed_calls.len(),
+            "first_difference": first_difference.map(|i| serde_json::json!({
+                "stored": stored_calls.get(i),
+                "replayed": replayed_calls.get(i),
+            })),
+        },
     });
     println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Exit(1, e.to_string()))?);
     eprintln!(
         "converge: replay of {id}: {}",
-        if identical { "identical context_hash" } else { "context_hash DIFFERS" }
+        if identical {
+            "identical context_hash and tool calls"
+        } else if calls_identical {
+            "context_hash DIFFERS"
+        } else {
+            "tool calls DIFFER"
+        }
     );
     Ok(u8::from(!identical))
 }

@@ -1,6 +1,6 @@
-//! Builds the guest programs under `guests/` and the example agents under `../agents/` for `wasm32-wasip2`
-//! and writes their paths to `$OUT_DIR/guests.rs` (`GUESTS`, `AGENTS`), so the single test command builds
-//! every component the tests load.
+//! Builds the guest programs under `guests/` and the example agents and tools under `../agents/` for
+//! `wasm32-wasip2` and writes their paths to `$OUT_DIR/guests.rs` (`GUESTS`, `AGENTS`, `TOOLS`), so the single
+//! test command builds every component the tests load.
 //!
 //! The nested cargo gets a clean environment: nothing of the outer build (its target, rustflags, clippy or
 //! rustc wrappers) may leak into the guests' build.
@@ -18,22 +18,15 @@ fn main() -> Result<()> {
     println!("cargo:rerun-if-changed={}", manifest_dir.join("../wit").display());
     println!("cargo:rerun-if-changed={}", manifest_dir.join("../sdk/src").display());
     let mut list = String::new();
-    // The hostile and probe guests, and the example agents of `agents/` (the same crates `agents/build` builds).
-    for (dir, constant, what) in [("guests", "GUESTS", "guest program"), ("../agents", "AGENTS", "example agent")] {
-        let workspace = manifest_dir.join(dir);
-        let names = crate_names(&workspace)?;
-        let release = build(&workspace, &out.join(format!("{constant}-target").to_lowercase()))?;
-        writeln!(list, "/// Every {what}: `(crate name, path of its component)`.")?;
-        writeln!(list, "#[allow(dead_code)]\npub const {constant}: &[(&str, &str)] = &[")?;
-        for name in &names {
-            let wasm = release.join(format!("{}.wasm", name.replace('-', "_")));
-            if !wasm.is_file() {
-                return Err(format!("{name} produced no {}", wasm.display()).into());
-            }
-            writeln!(list, "    ({name:?}, {:?}),", wasm.display().to_string())?;
-        }
-        list.push_str("];\n");
-    }
+    // The hostile and probe guests; the example agents of `agents/` and the example tools under `agents/tools/`,
+    // crates of one workspace (the crates `agents/build` builds).
+    let guests = manifest_dir.join("guests");
+    let release = build(&guests, &out.join("guests-target"))?;
+    components(&mut list, "GUESTS", "guest program", &guests, &release)?;
+    let agents = manifest_dir.join("../agents");
+    let release = build(&agents, &out.join("agents-target"))?;
+    components(&mut list, "AGENTS", "example agent", &agents, &release)?;
+    components(&mut list, "TOOLS", "example tool", &agents.join("tools"), &release)?;
     fs::write(out.join("guests.rs"), list)?;
     Ok(())
 }
@@ -41,13 +34,6 @@ fn main() -> Result<()> {
 /// Build the cargo workspace at `workspace` for `wasm32-wasip2` into `target_dir`; returns where the
 /// components are.
 fn build(workspace: &Path, target_dir: &Path) -> Result<PathBuf> {
-    for entry in fs::read_dir(workspace)? {
-        let path = entry?.path();
-        if path.join("Cargo.toml").is_file() {
-            println!("cargo:rerun-if-changed={}", path.join("src").display());
-            println!("cargo:rerun-if-changed={}", path.join("Cargo.toml").display());
-        }
-    }
     println!("cargo:rerun-if-changed={}", workspace.join("Cargo.toml").display());
     // A crate added to a workspace that lists its members by glob changes no Cargo.toml: watch the directory
     // itself too (cargo scans it whole), unless builds write inside it.
@@ -84,10 +70,29 @@ fn build(workspace: &Path, target_dir: &Path) -> Result<PathBuf> {
     Ok(target_dir.join("wasm32-wasip2").join("release"))
 }
 
-/// Each directory of the workspace with a `Cargo.toml` is a crate, named after its directory.
-fn crate_names(workspace: &Path) -> Result<Vec<String>> {
+/// Append `pub const {constant}` to `list`: every crate directly under `dir`, with the path of its component in
+/// `release`; and watch each crate's sources.
+fn components(list: &mut String, constant: &str, what: &str, dir: &Path, release: &Path) -> Result<()> {
+    writeln!(list, "/// Every {what}: `(crate name, path of its component)`.")?;
+    writeln!(list, "#[allow(dead_code)]\npub const {constant}: &[(&str, &str)] = &[")?;
+    for name in crate_names(dir)? {
+        println!("cargo:rerun-if-changed={}", dir.join(&name).join("src").display());
+        println!("cargo:rerun-if-changed={}", dir.join(&name).join("Cargo.toml").display());
+        let wasm = release.join(format!("{}.wasm", name.replace('-', "_")));
+        if !wasm.is_file() {
+            return Err(format!("{name} produced no {}", wasm.display()).into());
+        }
+        writeln!(list, "    ({name:?}, {:?}),", wasm.display().to_string())?;
+    }
+    list.push_str("];\n");
+    Ok(())
+}
+
+/// Each directory of `dir` with a `Cargo.toml` is a crate, named after its directory (`agents/tools` has none,
+/// so it is no agent).
+fn crate_names(dir: &Path) -> Result<Vec<String>> {
     let mut names = Vec::new();
-    for entry in fs::read_dir(workspace)? {
+    for entry in fs::read_dir(dir)? {
         let path = entry?.path();
         if path.join("Cargo.toml").is_file()
             && let Some(name) = path.file_name().and_then(|n| n.to_str())

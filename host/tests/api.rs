@@ -1019,7 +1019,12 @@ async fn a_tool_submitted_over_http_is_validated_reviewed_and_stays_callable_aft
         .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     assert!(m.contains("oops"), "{m}");
     let r = api.get("/v1/tools").await.json();
-    assert_eq!(r["tools"].as_array().unwrap().len(), 3, "upper, clock and the core module: {r}");
+    let sources: Vec<&str> = r["tools"].as_array().unwrap().iter().map(|t| t["source"].as_str().unwrap()).collect();
+    assert_eq!(
+        sources,
+        ["trusted", "trusted", "validated", "validated", "validated"],
+        "score, rank; upper, clock, core: {r}"
+    );
     api.stop();
 
     // A restart loads the accepted and the approved tools again.

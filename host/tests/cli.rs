@@ -12,6 +12,10 @@ fn agents_dir(test: &str, extra: &[(&str, &[u8])]) -> PathBuf {
     for (name, path) in converge_tests::AGENTS {
         std::fs::copy(path, dir.join("agents").join(format!("{name}.wasm"))).unwrap();
     }
+    std::fs::create_dir_all(dir.join("agents").join("tools")).unwrap();
+    for (name, path) in converge_tests::TOOLS {
+        std::fs::copy(path, dir.join("agents").join("tools").join(format!("{name}.wasm"))).unwrap();
+    }
     for (file, bytes) in extra {
         std::fs::write(dir.join("agents").join(file), bytes).unwrap();
     }

@@ -7,13 +7,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use converge_tests::AGENTS;
+use converge_tests::{AGENTS, TOOLS};
 
 fn sandbox() -> Arc<Sandbox> {
     Arc::new(Sandbox::new(SandboxConfig { instances: 16, pooling: true }).unwrap())
 }
 
-/// A fresh agents directory holding every example agent, as `agents/build` would leave it.
+/// A fresh agents directory holding every example agent and, under `tools/`, every example tool, as
+/// `agents/build` would leave it.
 fn catalog(test: &str, sandbox: &Arc<Sandbox>) -> Catalog {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let dir = root.join("examples").join(test);
@@ -22,8 +23,16 @@ fn catalog(test: &str, sandbox: &Arc<Sandbox>) -> Catalog {
     for (name, path) in AGENTS {
         std::fs::copy(path, dir.join(format!("{name}.wasm"))).unwrap();
     }
-    let catalog = Registry::new(Arc::clone(sandbox), &dir, Some(root.join("component-cache"))).refresh().unwrap();
-    assert!(catalog.rejected.is_empty(), "{:?}", catalog.rejected);
+    std::fs::create_dir_all(dir.join("tools")).unwrap();
+    for (name, path) in TOOLS {
+        std::fs::copy(path, dir.join("tools").join(format!("{name}.wasm"))).unwrap();
+    }
+    let catalog = Registry::new(Arc::clone(sandbox), &dir, Some(root.join("component-cache")))
+        .with_tools(Some(dir.join("tools")))
+        .refresh()
+        .unwrap();
+    assert!(catalog.rejected.is_empty() && catalog.rejected_tools.is_empty(), "{catalog:?}");
+    assert_eq!(catalog.tools.len(), TOOLS.len());
     assert_eq!(catalog.loaded.len(), AGENTS.len());
     catalog
 }
@@ -97,4 +106,23 @@ fn review_waits_for_a_human_and_resumes_on_the_answer() {
     assert!(decision.contains("defensive-niche"), "{decision}");
     assert!(fact(&done, "report", "summary").is_some());
     assert_eq!(fact(&done, "answers", "strategy-choice"), Some("defensive-niche"));
+}
+
+#[test]
+fn the_example_tools_pass_their_manifests_and_the_workflow_calls_them() {
+    use converge_host::tools::{Manifest, Verdict, validate};
+    let sandbox = sandbox();
+    for (name, path) in TOOLS {
+        let manifest =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../agents/tools").join(name).join("manifest.json");
+        let manifest = Manifest::parse(&std::fs::read(manifest).unwrap()).unwrap();
+        let report = validate(&sandbox, &std::fs::read(path).unwrap(), &manifest).report;
+        assert_eq!(report.verdict, Verdict::Accepted, "{report:#?}");
+    }
+    let catalog = catalog("with-tools", &sandbox);
+    let result = run(&mut start(&catalog, &sandbox, &example("market-entry.json")), 2);
+    assert_eq!(result.status, Status::Converged);
+    let (score, rank) = (result.stats.tools["score"], result.stats.tools["rank"]);
+    assert_eq!((score.calls, score.failures, rank.calls, rank.failures), (3, 0, 1, 0), "{:?}", result.stats);
+    assert_eq!(result.stats.tool_calls, 4);
 }

@@ -5,13 +5,14 @@
 //!   it wrote the summary already).
 //! - **writes** `report`, id `summary`, once:
 //!   `{"decision", "goal", "landscape", "options", "summary"}`: the decision as governance made it, the job's
-//!   goal, the market landscape (or `null`), every scored option ranked by score then id, and one sentence.
+//!   goal, the market landscape (or `null`), every scored option ranked by score then id (by the `rank` tool,
+//!   `agents/tools/rank`, called through the host), and one sentence. A failed tool call fails the call.
 //!
 //! It runs whenever one of those keys grows and does nothing until the decision exists; then it writes the
 //! summary and never again (its own write makes it run once more, for nothing). The content is built from
 //! facts only, in a fixed order, so the same job always gives the same report.
 
-use converge_sdk::{Agent, AgentInfo, Deserialize, Effect, Serialize, View, log};
+use converge_sdk::{Agent, AgentInfo, Deserialize, Effect, Serialize, View, log, serde_json, tools};
 use std::fmt::Write;
 
 const KEY: &str = "report";
@@ -55,7 +56,7 @@ struct Evaluation {
 }
 
 /// One line of the ranking; fields in alphabetical order.
-#[derive(Serialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(crate = "converge_sdk::serde")]
 struct Ranked {
     option: String,
@@ -82,6 +83,7 @@ impl Agent for ReportAgent {
         AgentInfo::new("report", "Writes one summary of the final decision, once it is made.")
             .reads(["decision/final", "evaluation/scores", "analysis/landscape", KEY])
             .writes([KEY])
+            .tools(["rank"])
     }
 
     fn execute(ctx: &View) -> Result<Effect, String> {
@@ -99,13 +101,20 @@ impl Agent for ReportAgent {
                 Err(why) => log::warn(format!("leaving out: {why}")),
             }
         }
-        let report = report(&ctx.goal(), decision, landscape, options);
+        let report = report(&ctx.goal(), decision, landscape, rank(&options)?);
         Effect::new().fact_json(KEY, ID, &report)
     }
 }
 
-fn report(goal: &str, decision: Decision, landscape: Option<Landscape>, mut options: Vec<Ranked>) -> Report {
-    options.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.option.cmp(&b.option)));
+/// The options ranked by the `rank` tool.
+fn rank(options: &[Ranked]) -> Result<Vec<Ranked>, String> {
+    let input = serde_json::to_string(options).map_err(|e| e.to_string())?;
+    let out = tools::invoke("rank", &input).map_err(|e| format!("the tool rank failed: {e:?}"))?;
+    serde_json::from_str(&out).map_err(|e| format!("the tool rank returned what is not a ranking: {e}"))
+}
+
+/// The report over options already ranked.
+fn report(goal: &str, decision: Decision, landscape: Option<Landscape>, options: Vec<Ranked>) -> Report {
     let d = &decision;
     let mut summary = format!("Pursue {} ({}, {} stance, score {})", d.option, d.title, d.stance, d.score);
     match (d.basis.as_str(), &d.question) {
@@ -149,9 +158,9 @@ mod tests {
             serde_json::from_str(r#"{"competitors":2,"demand":0.8,"leader":"acme","pressure":0.25,"regulation":0.55}"#)
                 .unwrap();
         let options = vec![
-            ranked("defensive-wait", 0.58, "defensive"),
             ranked("growth-direct", 0.71, "growth"),
             ranked("growth-partner", 0.66, "growth"),
+            ranked("defensive-wait", 0.58, "defensive"),
         ];
         let report = report("Enter the market?", decision, Some(landscape), options);
         let json = serde_json::to_string(&report).unwrap();
@@ -172,7 +181,7 @@ mod tests {
             r#"{"answer":"defensive-niche","basis":"human","option":"defensive-niche","question":"strategy-choice","runner_up":"growth-partner","score":0.58,"stance":"defensive","title":"Niche"}"#,
         )
         .unwrap();
-        let options = vec![ranked("defensive-niche", 0.58, "defensive"), ranked("growth-partner", 0.59, "growth")];
+        let options = vec![ranked("growth-partner", 0.59, "growth"), ranked("defensive-niche", 0.58, "defensive")];
         let report = report("g", decision, None, options);
         assert_eq!(
             report.summary,

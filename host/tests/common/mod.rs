@@ -22,6 +22,11 @@ pub fn test_dir(area: &str, test: &str) -> PathBuf {
     for (name, path) in converge_tests::AGENTS {
         std::fs::copy(path, dir.join("agents").join(format!("{name}.wasm"))).unwrap();
     }
+    // The example tools, where `converge` looks by default (`<agents>/tools`).
+    std::fs::create_dir_all(dir.join("agents").join("tools")).unwrap();
+    for (name, path) in converge_tests::TOOLS {
+        std::fs::copy(path, dir.join("agents").join("tools").join(format!("{name}.wasm"))).unwrap();
+    }
     dir
 }
 

@@ -6,6 +6,9 @@
 //! - `view/100` and `view/10000`: the same read (`added("in")` returning 100 facts, `count`, `get`, `keys`)
 //!   against a context of 100 facts and one of 10,000 (the 9,900 others under 99 other keys).
 //! - `startup/50-cached`: a new sandbox and a registry loading 50 distinct agents whose compiled code is cached.
+//! - `tool/invoke`: one invocation of the `upper` probe tool in a fresh sandbox, as `tools.invoke` runs it;
+//!   `tool/agent-denied` and `tool/agent-invoke`: the `tool-caller` probe agent making one call that is denied
+//!   (no sandbox) or that runs `upper` nested in the agent's call.
 //!
 //! Run with `cargo bench -p converge-tests --bench sandbox`; see BENCHMARKS.md for the numbers.
 
@@ -140,6 +143,36 @@ fn startup(c: &mut Criterion) {
     group.finish();
 }
 
+fn guest(name: &str) -> Vec<u8> {
+    std::fs::read(GUESTS.iter().find(|(n, _)| *n == name).map(|(_, p)| *p).unwrap()).unwrap()
+}
+
+fn tool(c: &mut Criterion, sandbox: &Arc<Sandbox>) {
+    let d = dir("tool");
+    std::fs::create_dir_all(d.join("tools")).unwrap();
+    std::fs::write(d.join("tool-caller.wasm"), guest("tool-caller")).unwrap();
+    std::fs::write(d.join("tools").join("upper.wasm"), guest("tool-upper")).unwrap();
+    let catalog =
+        Registry::new(Arc::clone(sandbox), &d, Some(cache())).with_tools(Some(d.join("tools"))).refresh().unwrap();
+    let upper = Arc::clone(catalog.tools.resolve("upper").unwrap());
+    let mut group = c.benchmark_group("tool");
+    group.measurement_time(Duration::from_secs(4));
+    group.bench_function("invoke", |b| {
+        b.iter(|| converge_host::tools::invoke(sandbox, &upper, "hello", [7; 32]).result.unwrap());
+    });
+    for (name, call) in [("agent-denied", "undeclared\nhello"), ("agent-invoke", "upper\nhello")] {
+        let mut spec = JobSpec::new("bench");
+        spec.facts = vec![Fact::new("calls", "1", call)];
+        let (agents, invariants) = roster(&catalog, sandbox, &spec, "bench");
+        let job = Job::new(&spec, &agents, &invariants).unwrap();
+        let (agent, view) = (Arc::clone(&agents[0]), job.view());
+        let effect = agent.execute(&view).result.unwrap();
+        assert!(effect.facts[0].content.starts_with(if name == "agent-invoke" { "ok:" } else { "denied:" }));
+        group.bench_function(name, |b| b.iter(|| agent.execute(&view)));
+    }
+    group.finish();
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
@@ -147,5 +180,6 @@ fn main() {
     calls(&mut c, &sandbox);
     view(&mut c, &sandbox);
     startup(&mut c);
+    tool(&mut c, &sandbox);
     c.final_summary();
 }

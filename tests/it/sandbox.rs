@@ -37,6 +37,7 @@ const COVERED: &[&str] = &[
     "tool-fail",
     "tool-grow",
     "tool-huge",
+    "tool-recurse",
     "tool-snoop",
     "tool-spin",
     "tool-thief",

@@ -125,6 +125,14 @@ fn a_tool_that_grows_memory_is_stopped_at_its_memory_limit() {
 }
 
 #[test]
+fn a_tool_that_recurses_traps_on_its_stack_and_the_host_survives() {
+    let catalog = catalog("recurse", &["tool-recurse", "tool-upper"]);
+    let (r, _) = run(&catalog, &job(&[("1", "recurse", ""), ("2", "upper", "still here")]), 2);
+    assert!(result(&r, "1").starts_with("failed:") && result(&r, "1").contains("trap"), "{}", result(&r, "1"));
+    assert_eq!(result(&r, "2"), "ok:STILL HERE");
+}
+
+#[test]
 fn a_huge_output_is_a_failure_not_a_copy() {
     let catalog = catalog("huge", &["tool-huge"]);
     let (r, _) = run(&catalog, &job(&[("1", "huge", "")]), 1);

@@ -1,7 +1,7 @@
 //! Counters for `/metrics` (Prometheus text format) and `/v1/status`. Gauges that the store or the queue
 //! already know (jobs by status, queue depth) are read at scrape time, not kept twice.
 
-use converge_engine::{CycleTrace, Outcome, Status};
+use converge_engine::{CycleTrace, Outcome, Status, ToolOutcome};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -25,6 +25,9 @@ struct Inner {
     duration_count: u64,
     cycles: u64,
     agents: BTreeMap<String, AgentCounters>,
+    /// Tool invocations by (tool, outcome), and fuel by tool.
+    tool_calls: BTreeMap<(String, &'static str), u64>,
+    tool_fuel: BTreeMap<String, u64>,
 }
 
 /// The service's counters.
@@ -57,6 +60,18 @@ impl Metrics {
             *c.calls.entry(outcome_label(a.outcome)).or_default() += 1;
             c.fuel = c.fuel.saturating_add(a.fuel);
             c.time_us = c.time_us.saturating_add(a.time_us);
+            for t in &a.tools {
+                let outcome = match t.outcome {
+                    ToolOutcome::Ok => "ok",
+                    ToolOutcome::Denied => "denied",
+                    ToolOutcome::Unknown => "unknown",
+                    ToolOutcome::Failed => "failed",
+                    ToolOutcome::Unavailable => "unavailable",
+                };
+                *m.tool_calls.entry((t.tool.clone(), outcome)).or_default() += 1;
+                let fuel = m.tool_fuel.entry(t.tool.clone()).or_default();
+                *fuel = fuel.saturating_add(t.fuel);
+            }
         }
     }
 
@@ -153,6 +168,20 @@ impl Metrics {
             #[allow(clippy::cast_precision_loss)]
             let secs = c.time_us as f64 / 1e6;
             let _ = writeln!(out, "converge_agent_call_seconds_total{{agent=\"{}\"}} {secs}", label(agent));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP converge_tool_calls_total Tool invocations by tool (as called) and outcome.\n# TYPE converge_tool_calls_total counter"
+        );
+        for ((tool, outcome), n) in &m.tool_calls {
+            let _ = writeln!(out, "converge_tool_calls_total{{tool=\"{}\",outcome=\"{outcome}\"}} {n}", label(tool));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP converge_tool_fuel_total Fuel consumed by tool.\n# TYPE converge_tool_fuel_total counter"
+        );
+        for (tool, fuel) in &m.tool_fuel {
+            let _ = writeln!(out, "converge_tool_fuel_total{{tool=\"{}\"}} {fuel}", label(tool));
         }
         let _ = writeln!(
             out,

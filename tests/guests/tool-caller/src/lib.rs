@@ -16,7 +16,7 @@ impl exports::converge::agent::agent::Guest for Guest {
             description: "Calls the tools its input names.".into(),
             reads: vec!["calls".into()],
             writes: vec!["results".into()],
-            tools: ["upper", "fail", "spin", "grow", "huge", "snoop", "clock"].map(String::from).to_vec(),
+            tools: ["upper", "fail", "spin", "grow", "huge", "snoop", "clock", "recurse"].map(String::from).to_vec(),
             required: false,
         }
     }

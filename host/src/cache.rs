@@ -14,7 +14,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// Compiled components under a directory.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Cache {
     dir: PathBuf,
     engine_key: String,
@@ -67,6 +67,17 @@ impl Cache {
             let _ = self.store(&path, &serialized);
         }
         Ok(component)
+    }
+
+    /// Keep `component`, already compiled from the bytes that hash to `digest`, so a later [`Self::component`]
+    /// loads it instead of compiling again. Best effort, like every write here.
+    pub fn put(&self, digest: &str, component: &Component) {
+        let path = self.path(digest);
+        if !path.is_file()
+            && let Ok(serialized) = component.serialize()
+        {
+            let _ = self.store(&path, &serialized);
+        }
     }
 
     fn store(&self, path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {

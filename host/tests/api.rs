@@ -36,11 +36,13 @@ struct Options {
     queue: usize,
     auth: Auth,
     http: HttpConfig,
+    /// The compiled-code cache; the one all tests share unless a test needs its own.
+    cache: PathBuf,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { workers: 2, queue: 64, auth: Auth::none(), http: HttpConfig::default() }
+        Self { workers: 2, queue: 64, auth: Auth::none(), http: HttpConfig::default(), cache: common::cache_dir() }
     }
 }
 
@@ -51,7 +53,7 @@ fn start(dir: &Path, opts: Options) -> Api {
     let store = Arc::new(SqliteStore::open(&dir.join("data"), Some(Arc::new(move |e| hook.publish(e)))).unwrap());
     let sandbox = Arc::new(Sandbox::new(SandboxConfig { instances: 16, pooling: true }).unwrap());
     let tools = Some(dir.join("agents").join("tools")).filter(|d| d.is_dir());
-    let registry = Registry::new(Arc::clone(&sandbox), dir.join("agents"), Some(common::cache_dir())).with_tools(tools);
+    let registry = Registry::new(Arc::clone(&sandbox), dir.join("agents"), Some(opts.cache)).with_tools(tools);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let config = ServiceConfig { workers: opts.workers, queue: opts.queue, rescan: Duration::from_secs(2) };
     let svc = Service::new(
@@ -946,7 +948,8 @@ impl Api {
 async fn a_tool_submitted_over_http_is_validated_reviewed_and_stays_callable_after_a_restart() {
     let dir = fresh("tools");
     std::fs::write(dir.join("agents").join("tool-caller.wasm"), guest_bytes("tool-caller")).unwrap();
-    let api = start(&dir, Options::default());
+    let cache = dir.join("cache");
+    let api = start(&dir, Options { cache: cache.clone(), ..Options::default() });
     assert!(api.call_tool("upper", "hi").await.starts_with("unknown:"));
 
     // Raw component, manifest in a header, three tests: accepted and callable at once.
@@ -958,6 +961,10 @@ async fn a_tool_submitted_over_http_is_validated_reviewed_and_stays_callable_aft
     let listed = api.tool("upper").await;
     assert_eq!((listed["status"].as_str(), listed["callable"].as_bool()), (Some("accepted"), Some(true)));
     assert_eq!(listed["id"], upper["digest"]);
+    // Its compiled code is kept, so a restart loads it instead of compiling it again.
+    let cached = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap());
+    let prefix = upper["digest"].as_str().unwrap();
+    assert!(cached.into_iter().any(|f| f.starts_with(prefix) && f.ends_with(".cwasm")));
     // The same submission again: the same record.
     let again = api.validate_raw(guest_bytes("tool-upper"), &manifest("upper", 3)).await.json();
     assert_eq!(again["digest"], upper["digest"]);
@@ -1031,7 +1038,7 @@ async fn a_tool_submitted_over_http_is_validated_reviewed_and_stays_callable_aft
     api.stop();
 
     // A restart loads the accepted and the approved tools again.
-    let api = start(&dir, Options::default());
+    let api = start(&dir, Options { cache, ..Options::default() });
     assert_eq!(api.call_tool("upper", "again").await, "ok:AGAIN");
     assert!(api.call_tool("clock", "").await.starts_with("ok:"));
     assert_eq!(api.tool("core").await["status"], "rejected");

@@ -52,6 +52,12 @@ impl Service {
             now_ms: super::now_ms(),
         };
         let record = self.store.put_tool(new).blocking_recv().map_err(|_| crate::store::StoreError::Closed)??;
+        // Its compiled code, so loading it at the next start (or on approval) does not compile it again.
+        // (The cache is cloned out of the lock: serialising a large component takes a while.)
+        let cache = self.registry.lock().ok().and_then(|r| r.cache().cloned());
+        if let (Some(t), Some(cache)) = (&tool, cache) {
+            cache.put(&t.digest, t.pre.instance_pre().component());
+        }
         // The stored record decides (a resubmission with the same manifest keeps an earlier review's decision).
         if record.status == "accepted" {
             match tool.filter(|t| t.digest == record.digest) {

@@ -962,9 +962,11 @@ async fn a_tool_submitted_over_http_is_validated_reviewed_and_stays_callable_aft
     assert_eq!((listed["status"].as_str(), listed["callable"].as_bool()), (Some("accepted"), Some(true)));
     assert_eq!(listed["id"], upper["digest"]);
     // Its compiled code is kept, so a restart loads it instead of compiling it again.
-    let cached = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap());
+    let cached = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path());
     let prefix = upper["digest"].as_str().unwrap();
-    assert!(cached.into_iter().any(|f| f.starts_with(prefix) && f.ends_with(".cwasm")));
+    assert!(cached.into_iter().any(|p| {
+        p.extension().is_some_and(|x| x == "cwasm") && p.file_name().unwrap().to_string_lossy().starts_with(prefix)
+    }));
     // The same submission again: the same record.
     let again = api.validate_raw(guest_bytes("tool-upper"), &manifest("upper", 3)).await.json();
     assert_eq!(again["digest"], upper["digest"]);

@@ -1,11 +1,28 @@
 //! Probe agent "tool-caller": for each fact added under `calls` (content `TOOL\nINPUT`), in id order, invokes
 //! the tool and writes `results/<id>`: `ok:<output>`, or `denied:`, `unknown:`, `failed:`, `unavailable:` and
-//! the host's message.
+//! the host's message. Besides the hostile test tools it declares the Python and JavaScript example tools of
+//! `examples/tools`, which `scripts/polyglot-tools` calls through it.
 wit_bindgen::generate!({ world: "converge-agent", path: "../../../wit" });
 
 use converge::agent::context::View;
 use converge::agent::tools::invoke;
 use converge::agent::types::{AgentInfo, Effect, Fact, ToolError};
+
+/// The hostile tools of `tests/guests`, then the Python and JavaScript tools of `examples/tools`.
+const TOOLS: [&str; 12] = [
+    "upper",
+    "fail",
+    "spin",
+    "grow",
+    "huge",
+    "snoop",
+    "clock",
+    "recurse",
+    "py-wordcount",
+    "py-snoop",
+    "js-median",
+    "js-spin",
+];
 
 struct Guest;
 
@@ -16,7 +33,7 @@ impl exports::converge::agent::agent::Guest for Guest {
             description: "Calls the tools its input names.".into(),
             reads: vec!["calls".into()],
             writes: vec!["results".into()],
-            tools: ["upper", "fail", "spin", "grow", "huge", "snoop", "clock", "recurse"].map(String::from).to_vec(),
+            tools: TOOLS.map(String::from).to_vec(),
             required: false,
         }
     }

@@ -3,10 +3,12 @@
 
 use clap::{Parser, Subcommand};
 use converge_engine::{CycleTrace, JobSpec, Outcome, RayonExecutor, Status};
+use converge_host::cache::Cache;
 use converge_host::service::http::{AgentsView, Auth, HttpConfig};
 use converge_host::service::server::{ServerConfig, refuses_without_tokens};
-use converge_host::service::{AdaptiveExecutor, Service, ServiceConfig, Watchers};
+use converge_host::service::{AdaptiveExecutor, Service, ServiceConfig, Watchers, load_stored};
 use converge_host::store::{SqliteStore, Store};
+use converge_host::tools::{Source, ToolSet};
 use converge_host::{Catalog, HostError, Registry, Sandbox, SandboxConfig, job_seed, replay_job, run_job};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -228,6 +230,33 @@ fn run(path: &PathBuf, opts: &Load, threads: Option<usize>) -> Result<u8, Exit> 
 
 /// Each tool invocation of a cycle, as a replay compares it: cycle, agent, tool, digest, input and outcome, and
 /// the SHA-256 of the output (time and fuel may differ, the rest may not).
+/// The tools a replay may call: the trusted tools loaded now, and the validated tools the stored job called
+/// (by the digest its trail recorded, from the store), in the order they were accepted. A validated tool accepted
+/// since the run does not change the replay; one that no longer loads is reported, and its calls differ.
+fn pinned_tools(
+    store: &SqliteStore,
+    sandbox: &Sandbox,
+    catalog: &Catalog,
+    opts: &Load,
+    traces: &[CycleTrace],
+) -> Result<ToolSet, Exit> {
+    let called: std::collections::BTreeSet<&str> =
+        traces.iter().flat_map(|t| &t.agents).flat_map(|a| &a.tools).filter_map(|c| c.digest.as_deref()).collect();
+    let mut records = store.tools().map_err(|e| Exit(2, e.to_string()))?;
+    records.retain(|r| called.contains(r.digest.as_str()));
+    records.sort_by_key(|r| r.accepted_ms);
+    let cache = Cache::new(opts.cache.clone().unwrap_or_else(|| opts.data.join("cache")), sandbox.engine());
+    let mut validated = Vec::new();
+    for r in &records {
+        match load_stored(store, sandbox, Some(&cache), r) {
+            Ok(tool) => validated.push(Arc::new(tool)),
+            Err(why) => eprintln!("converge: stored tool {}@{} not loaded: {why}", r.name, r.digest),
+        }
+    }
+    let trusted = catalog.tools.iter().filter(|t| t.source == Source::Trusted).cloned();
+    Ok(ToolSet::new(trusted, validated))
+}
+
 fn tool_calls(t: &CycleTrace) -> Vec<String> {
     use sha2::Digest;
     t.agents
@@ -439,16 +468,17 @@ fn replay(id: &str, opts: &Load, threads: Option<usize>) -> Result<u8, Exit> {
     };
     let answers = store.answers(id).map_err(|e| Exit(2, e.to_string()))?;
     let events = store.events(id, 0).map_err(|e| Exit(2, e.to_string()))?;
-    store.close();
-    let stored_calls: Vec<String> = events
+    let traces: Vec<CycleTrace> = events
         .iter()
         .filter(|e| e.kind == "cycle")
         .filter_map(|e| serde_json::from_str::<CycleTrace>(&e.data).ok())
-        .flat_map(|t| tool_calls(&t))
         .collect();
+    let stored_calls: Vec<String> = traces.iter().flat_map(tool_calls).collect();
     let spec = JobSpec::from_json(&record.spec).map_err(|e| Exit(2, format!("the stored spec of {id}: {e}")))?;
     let threads = thread_count(threads)?;
-    let (sandbox, catalog) = load(opts, threads)?;
+    let (sandbox, mut catalog) = load(opts, threads)?;
+    catalog.tools = Arc::new(pinned_tools(&store, &sandbox, &catalog, opts, &traces)?);
+    store.close();
     let recorded: std::collections::BTreeMap<String, String> =
         record.components.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
     let mut changed = Vec::new();

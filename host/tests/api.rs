@@ -1040,9 +1040,28 @@ async fn a_tool_submitted_over_http_is_validated_reviewed_and_stays_callable_aft
     api.stop();
 
     // A restart loads the accepted and the approved tools again.
-    let api = start(&dir, Options { cache, ..Options::default() });
+    let api = start(&dir, Options { cache: cache.clone(), ..Options::default() });
     assert_eq!(api.call_tool("upper", "again").await, "ok:AGAIN");
     assert!(api.call_tool("clock", "").await.starts_with("ok:"));
     assert_eq!(api.tool("core").await["status"], "rejected");
+    let calls = ["upper\nreplay me", "clock\n", "core\n"].iter().enumerate();
+    let facts: Vec<Value> = calls.map(|(i, c)| json!({"key": "calls", "id": format!("{i}"), "content": c})).collect();
+    let job =
+        api.submit_and_wait(&json!({"goal": "call", "agents": ["tool-caller"], "facts": facts}).to_string()).await;
     api.stop();
+
+    // `converge replay` calls the very tools the job called, from the store, and gets the same trail.
+    let id = job["id"].as_str().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+        .args(["replay", id, "--data"])
+        .arg(dir.join("data"))
+        .arg("--agents")
+        .arg(dir.join("agents"))
+        .arg("--cache")
+        .arg(&cache)
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!((report["identical"].as_bool(), report["tool_calls"]["stored"].as_u64()), (Some(true), Some(3)));
 }

@@ -15,6 +15,7 @@ mod tools;
 
 pub use metrics::Metrics;
 pub use queue::{JobQueue, Permit};
+pub use tools::load_stored;
 
 use crate::registry::{Catalog, Registry};
 use crate::runner::{Deadline, roster};

@@ -2,7 +2,9 @@
 //! loaded again at start.
 
 use super::Service;
-use crate::store::{NewTool, ToolRecord};
+use crate::Sandbox;
+use crate::cache::Cache;
+use crate::store::{NewTool, Store, ToolRecord};
 use crate::tools::validate::{Manifest, Report, Validated, validate};
 use crate::tools::{Source, Tool, from_component};
 use sha2::{Digest, Sha256};
@@ -89,23 +91,8 @@ impl Service {
 
     /// Compile a stored tool from its component bytes and make it callable.
     fn activate(&self, record: &ToolRecord) -> Result<(), String> {
-        let bytes = self
-            .store
-            .tool_component(&record.digest)
-            .map_err(|e| e.to_string())?
-            .ok_or("its component is not stored")?;
-        if crate::hex(&Sha256::digest(&bytes)) != record.digest {
-            return Err("the stored component does not match its digest".into());
-        }
-        let report: Report = serde_json::from_str(&record.report).map_err(|e| format!("its report: {e}"))?;
-        let component = {
-            let registry = self.registry.lock().map_err(|_| "the registry lock is poisoned")?;
-            match registry.cache() {
-                Some(cache) => cache.component(self.sandbox.engine(), &record.digest, &bytes),
-                None => Component::new(self.sandbox.engine(), &bytes).map_err(|e| format!("{e:#}")),
-            }
-        }?;
-        let tool = from_component(&self.sandbox, &component, &record.digest, report.limits, Source::Validated)?;
+        let cache = self.registry.lock().map_err(|_| "the registry lock is poisoned")?.cache().cloned();
+        let tool = load_stored(self.store.as_ref(), &self.sandbox, cache.as_ref(), record)?;
         self.publish(Some(Arc::new(tool)), &record.digest);
         Ok(())
     }
@@ -120,4 +107,30 @@ impl Service {
         }
         self.rescan();
     }
+}
+
+/// A stored tool, compiled (through `cache`, when given) from its stored component bytes, with the limits its
+/// report granted: how `serve` makes validated tools callable and how `converge replay` gets the very tools a
+/// job called.
+///
+/// # Errors
+/// A sentence: the store failed, the component is not stored or does not match its digest, the report does not
+/// parse, or the component no longer compiles or links.
+pub fn load_stored(
+    store: &dyn Store,
+    sandbox: &Sandbox,
+    cache: Option<&Cache>,
+    record: &ToolRecord,
+) -> Result<Tool, String> {
+    let bytes =
+        store.tool_component(&record.digest).map_err(|e| e.to_string())?.ok_or("its component is not stored")?;
+    if crate::hex(&Sha256::digest(&bytes)) != record.digest {
+        return Err("the stored component does not match its digest".into());
+    }
+    let report: Report = serde_json::from_str(&record.report).map_err(|e| format!("its report: {e}"))?;
+    let component = match cache {
+        Some(cache) => cache.component(sandbox.engine(), &record.digest, &bytes),
+        None => Component::new(sandbox.engine(), &bytes).map_err(|e| format!("{e:#}")),
+    }?;
+    from_component(sandbox, &component, &record.digest, report.limits, Source::Validated)
 }

@@ -944,6 +944,22 @@ impl Api {
     }
 }
 
+/// `converge replay ID` over the store and agents of `dir`: its report, after checking it exited 0.
+fn replay(dir: &Path, cache: &Path, id: &str) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
+        .args(["replay", id, "--data"])
+        .arg(dir.join("data"))
+        .arg("--agents")
+        .arg(dir.join("agents"))
+        .arg("--cache")
+        .arg(cache)
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report} {}", String::from_utf8_lossy(&out.stderr));
+    report
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tool_submitted_over_http_is_validated_reviewed_and_stays_callable_after_a_restart() {
     let dir = fresh("tools");
@@ -1051,17 +1067,6 @@ async fn a_tool_submitted_over_http_is_validated_reviewed_and_stays_callable_aft
     api.stop();
 
     // `converge replay` calls the very tools the job called, from the store, and gets the same trail.
-    let id = job["id"].as_str().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_converge"))
-        .args(["replay", id, "--data"])
-        .arg(dir.join("data"))
-        .arg("--agents")
-        .arg(dir.join("agents"))
-        .arg("--cache")
-        .arg(&cache)
-        .output()
-        .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(0), "{report} {}", String::from_utf8_lossy(&out.stderr));
+    let report = replay(&dir, &cache, job["id"].as_str().unwrap());
     assert_eq!((report["identical"].as_bool(), report["tool_calls"]["stored"].as_u64()), (Some(true), Some(3)));
 }

@@ -24,5 +24,5 @@ pub use converge_engine as engine;
 pub(crate) use converge_engine::hex;
 pub use error::HostError;
 pub use registry::{Catalog, Kind, Loaded, Registry, Rejection};
-pub use runner::{job_seed, replay_job, roster, run_job};
+pub use runner::{job_seed, replay_job, roster, roster_with_tools, run_job};
 pub use sandbox::{Limits, Sandbox, SandboxConfig};

@@ -231,19 +231,20 @@ fn run(path: &PathBuf, opts: &Load, threads: Option<usize>) -> Result<u8, Exit> 
 /// Each tool invocation of a cycle, as a replay compares it: cycle, agent, tool, digest, input and outcome, and
 /// the SHA-256 of the output (time and fuel may differ, the rest may not).
 /// The tools a replay may call: the trusted tools loaded now, and the validated tools the stored job called
-/// (by the digest its trail recorded, from the store), in the order they were accepted. A validated tool accepted
+/// (by the digest its trail recorded, from the store, of the job's tenant), in the order they were accepted. A validated tool accepted
 /// since the run does not change the replay; one that no longer loads is reported, and its calls differ.
 fn pinned_tools(
     store: &SqliteStore,
     sandbox: &Sandbox,
     catalog: &Catalog,
     opts: &Load,
+    tenant: &str,
     traces: &[CycleTrace],
 ) -> Result<ToolSet, Exit> {
     let called: std::collections::BTreeSet<&str> =
         traces.iter().flat_map(|t| &t.agents).flat_map(|a| &a.tools).filter_map(|c| c.digest.as_deref()).collect();
     let mut records = store.tools().map_err(|e| Exit(2, e.to_string()))?;
-    records.retain(|r| called.contains(r.digest.as_str()));
+    records.retain(|r| r.tenant == tenant && called.contains(r.digest.as_str()));
     records.sort_by_key(|r| r.accepted_ms);
     let cache = Cache::new(opts.cache.clone().unwrap_or_else(|| opts.data.join("cache")), sandbox.engine());
     let mut validated = Vec::new();
@@ -477,7 +478,7 @@ fn replay(id: &str, opts: &Load, threads: Option<usize>) -> Result<u8, Exit> {
     let spec = JobSpec::from_json(&record.spec).map_err(|e| Exit(2, format!("the stored spec of {id}: {e}")))?;
     let threads = thread_count(threads)?;
     let (sandbox, mut catalog) = load(opts, threads)?;
-    catalog.tools = Arc::new(pinned_tools(&store, &sandbox, &catalog, opts, &traces)?);
+    catalog.tools = Arc::new(pinned_tools(&store, &sandbox, &catalog, opts, &record.tenant, &traces)?);
     store.close();
     let recorded: std::collections::BTreeMap<String, String> =
         record.components.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();

@@ -186,16 +186,17 @@ impl Registry {
         self
     }
 
-    /// Make a validated tool callable, from the next [`refresh`](Self::refresh) on (later ones win a name).
+    /// Make a validated tool callable by its owner's jobs, from the next [`refresh`](Self::refresh) on (later
+    /// ones win a name).
     pub fn add_validated(&mut self, tool: Arc<Tool>) {
-        if !self.validated.iter().any(|t| t.digest == tool.digest) {
+        if !self.validated.iter().any(|t| t.digest == tool.digest && t.owner == tool.owner) {
             self.validated.push(tool);
         }
     }
 
-    /// Make a validated tool uncallable, from the next [`refresh`](Self::refresh) on.
-    pub fn remove_validated(&mut self, digest: &str) {
-        self.validated.retain(|t| t.digest != digest);
+    /// Make the validated tool `digest` of `owner` uncallable, from the next [`refresh`](Self::refresh) on.
+    pub fn remove_validated(&mut self, owner: &str, digest: &str) {
+        self.validated.retain(|t| t.digest != digest || t.owner.as_deref() != Some(owner));
     }
 
     /// The compile cache, if any.
@@ -327,6 +328,7 @@ fn load_tool(sandbox: &Sandbox, cache: Option<&Cache>, file: &str, path: &Path) 
         description: info.description,
         digest,
         source: Source::Trusted,
+        owner: None,
         limits: ToolLimits::default(),
         pre,
     })

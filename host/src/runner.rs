@@ -148,8 +148,20 @@ impl Invariant for SandboxInvariant {
 pub type Roster = (Vec<Arc<dyn Agent>>, Vec<Arc<dyn Invariant>>);
 
 /// Every loaded agent and invariant of `catalog`, bound to `spec`'s limits and seed (and to job `id` in the
-/// logs). The engine picks the ones the spec names (and rejects names that are not loaded).
+/// logs), calling the tools of `catalog`. The engine picks the ones the spec names (and rejects names that are
+/// not loaded).
 pub fn roster(catalog: &Catalog, sandbox: &Arc<Sandbox>, spec: &JobSpec, id: &str) -> Roster {
+    roster_with_tools(catalog, &catalog.tools, sandbox, spec, id)
+}
+
+/// [`roster`], with the agents calling `tools` (the service gives each job its tenant's view of the tools).
+pub fn roster_with_tools(
+    catalog: &Catalog,
+    tools: &Arc<ToolSet>,
+    sandbox: &Arc<Sandbox>,
+    spec: &JobSpec,
+    id: &str,
+) -> Roster {
     let limits = Limits::from_budget(&spec.budget);
     let seed = job_seed(spec);
     let job: Arc<str> = Arc::from(id);
@@ -164,7 +176,7 @@ pub fn roster(catalog: &Catalog, sandbox: &Arc<Sandbox>, spec: &JobSpec, id: &st
                 sandbox: Arc::clone(sandbox),
                 limits,
                 seed,
-                tools: Arc::clone(&catalog.tools),
+                tools: Arc::clone(tools),
                 circuits: Arc::clone(&circuits),
             }) as Arc<dyn Agent>
         })

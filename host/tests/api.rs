@@ -1070,3 +1070,81 @@ async fn a_tool_submitted_over_http_is_validated_reviewed_and_stays_callable_aft
     let report = replay(&dir, &cache, job["id"].as_str().unwrap());
     assert_eq!((report["identical"].as_bool(), report["tool_calls"]["stored"].as_u64()), (Some(true), Some(3)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_neither_see_nor_call_nor_review_each_others_tools() {
+    let dir = fresh("tool-tenants");
+    std::fs::write(dir.join("agents").join("tool-caller.wasm"), guest_bytes("tool-caller")).unwrap();
+    let auth = Auth::parse("acme tok-acme-0123456789\nglobex tok-globex-0123456789").unwrap();
+    let api = start(&dir, Options { auth, ..Options::default() });
+    let (acme, globex) = (api.with_token("tok-acme-0123456789"), api.with_token("tok-globex-0123456789"));
+    let validated = |v: Value| -> Vec<String> {
+        let tools = v["tools"].as_array().unwrap().iter().filter(|t| t["source"] == "validated");
+        tools.map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+    };
+
+    // acme's accepted tool: acme's jobs call it; globex's jobs cannot, nor does globex see it.
+    let upper = acme.validate_raw(guest_bytes("tool-upper"), &manifest("upper", 3)).await.json();
+    assert_eq!(upper["verdict"], "accepted", "{upper}");
+    assert_eq!(acme.call_tool("upper", "hi").await, "ok:HI");
+    assert!(globex.call_tool("upper", "hi").await.starts_with("unknown:"));
+    assert_eq!(validated(globex.get("/v1/tools").await.json()), Vec::<String>::new());
+    assert_eq!(validated(acme.get("/v1/tools").await.json()), ["upper"]);
+
+    // acme's tool that waits for a review: globex cannot approve it (not found), acme can.
+    let clock = acme.validate_raw(guest_bytes("tool-clock"), &manifest("clock", 2)).await.json();
+    assert_eq!(clock["verdict"], "needs_review", "{clock}");
+    let path = format!("/v1/tools/{}/review", clock["digest"].as_str().unwrap());
+    let approve = json!({"decision": "approve", "reviewer": "mallory"}).to_string();
+    globex.post(&path, approve.clone()).await.error(StatusCode::NOT_FOUND, "not_found");
+    assert!(globex.call_tool("clock", "").await.starts_with("unknown:"));
+    let r = acme.post(&path, approve).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(acme.call_tool("clock", "").await.starts_with("ok:"));
+    assert!(globex.call_tool("clock", "").await.starts_with("unknown:"));
+
+    // The same bytes from globex are globex's own record and tool; acme's stays acme's.
+    let mine = globex.validate_raw(guest_bytes("tool-upper"), &manifest("upper", 3)).await.json();
+    assert_eq!((mine["verdict"].as_str(), mine["digest"].as_str()), (Some("accepted"), upper["digest"].as_str()));
+    assert_eq!(globex.call_tool("upper", "yo").await, "ok:YO");
+    assert_eq!(acme.tool("upper").await["tenant"], "acme");
+    assert_eq!(globex.tool("upper").await["tenant"], "globex");
+    assert_eq!(validated(globex.get("/v1/tools").await.json()), ["upper"]);
+    api.stop();
+}
+
+#[test]
+fn a_version_1_store_keeps_its_tools_and_reviews_when_migrated() {
+    let dir = fresh("migrate");
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let v1 = rusqlite::Connection::open(dir.join("data").join("converge.db")).unwrap();
+    v1.execute_batch(
+        "CREATE TABLE tools (seq INTEGER PRIMARY KEY AUTOINCREMENT, digest TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+             tenant TEXT NOT NULL, status TEXT NOT NULL, verdict TEXT NOT NULL, manifest TEXT NOT NULL,
+             report TEXT NOT NULL, component BLOB, created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
+             accepted_ms INTEGER);
+         CREATE TABLE tool_reviews (digest TEXT NOT NULL, seq INTEGER NOT NULL, decision TEXT NOT NULL,
+             reviewer TEXT NOT NULL, comment TEXT NOT NULL, tenant TEXT NOT NULL, at_ms INTEGER NOT NULL,
+             PRIMARY KEY (digest, seq)) WITHOUT ROWID;
+         INSERT INTO tools VALUES (1, 'd1', 'clock', 'acme', 'accepted', 'needs_review', '{}', '{}', x'00', 5, 6, 6);
+         INSERT INTO tool_reviews VALUES ('d1', 0, 'approve', 'ada', 'ok', 'globex', 6);
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(v1);
+
+    let store = SqliteStore::open(&dir.join("data"), None).unwrap();
+    let tools = store.tools().unwrap();
+    assert_eq!(tools.len(), 1);
+    let t = &tools[0];
+    assert_eq!((t.digest.as_str(), t.tenant.as_str(), t.status.as_str()), ("d1", "acme", "accepted"));
+    assert_eq!((t.reviews.len(), t.reviews[0].reviewer.as_str(), t.reviews[0].tenant.as_str()), (1, "ada", "globex"));
+    assert_eq!(store.tool_component("acme", "d1").unwrap(), Some(vec![0]));
+    assert_eq!(store.tool_component("globex", "d1").unwrap(), None);
+    store.close();
+    let version: i64 = rusqlite::Connection::open(dir.join("data").join("converge.db"))
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+}

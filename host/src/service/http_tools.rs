@@ -143,7 +143,7 @@ pub struct ToolView {
     pub reasons: Vec<String>,
 }
 
-/// Every tool: the trusted directory's, then the submitted ones in submission order.
+/// The tools a tenant sees: the trusted directory's, then the ones it submitted, in submission order.
 #[derive(Serialize, ToSchema)]
 pub struct ToolsView {
     /// The tools.
@@ -170,7 +170,8 @@ fn view(record: &ToolRecord, callable: bool) -> ToolView {
     }
 }
 
-/// List tools with their verdicts and status.
+/// List the trusted tools and the caller's own submitted tools, with their verdicts and status. Another
+/// tenant's submissions are neither listed nor callable by this tenant's jobs.
 #[utoipa::path(get, path = "/v1/tools", tag = "tools",
     responses(
         (status = 200, description = "Every tool", body = ToolsView),
@@ -178,11 +179,13 @@ fn view(record: &ToolRecord, callable: bool) -> ToolView {
     ))]
 pub(super) async fn list_tools(
     State(st): State<AppState>,
-    Tenant(_tenant): Tenant,
+    Tenant(tenant): Tenant,
 ) -> Result<Json<ToolsView>, ApiError> {
     let store = Arc::clone(st.svc.store());
-    let records = blocking(move || store.tools()).await?;
+    let mut records = blocking(move || store.tools()).await?;
+    records.retain(|r| r.tenant == tenant);
     let catalog = st.svc.catalog();
+    let own = catalog.tools.for_tenant(&tenant);
     let mut tools: Vec<ToolView> = catalog
         .tools
         .iter()
@@ -203,7 +206,7 @@ pub(super) async fn list_tools(
         })
         .collect();
     for r in &records {
-        let callable = catalog.tools.resolve(&format!("{}@{}", r.name, r.digest)).is_some();
+        let callable = own.resolve(&format!("{}@{}", r.name, r.digest)).is_some();
         tools.push(view(r, callable));
     }
     let rejected_files = catalog
@@ -237,14 +240,15 @@ pub enum Decision {
     Reject,
 }
 
-/// Record a review of a tool whose verdict was `needs_review`; the decision enters the tool's audit trail.
+/// Record a review of one of the caller's own tools whose verdict was `needs_review`; the decision enters the
+/// tool's audit trail. Another tenant's tool is 404.
 #[utoipa::path(post, path = "/v1/tools/{id}/review", tag = "tools",
     params(("id" = String, Path, description = "The tool's digest")),
     request_body = ReviewBody,
     responses(
         (status = 200, description = "Recorded; the tool as it is now", body = ToolView),
         (status = 401, description = "No or bad token", body = ErrorBody),
-        (status = 404, description = "No such tool", body = ErrorBody),
+        (status = 404, description = "No such tool of this tenant", body = ErrorBody),
         (status = 409, description = "The tool is not waiting for a review", body = ErrorBody),
         (status = 422, description = "Invalid body, the field named", body = ErrorBody),
     ))]
@@ -277,7 +281,7 @@ pub(super) async fn review_tool(
         },
         reviewer,
         comment,
-        tenant,
+        tenant: tenant.clone(),
         at_ms: crate::service::now_ms(),
     };
     let svc = Arc::clone(&st.svc);
@@ -285,7 +289,7 @@ pub(super) async fn review_tool(
     // Record and apply in a task of its own: an approval the store committed is applied even if the client
     // goes away.
     let outcome = tokio::spawn(async move {
-        let outcome = reply(svc.store().review_tool(&digest, review)).await?;
+        let outcome = reply(svc.store().review_tool(&tenant, &digest, review)).await?;
         if let ReviewOutcome::Recorded(record) = &outcome {
             let (svc, record) = (Arc::clone(&svc), record.clone());
             tokio::task::spawn_blocking(move || svc.sync_tool(&record)).await.map_err(ApiError::internal)?;
@@ -297,7 +301,8 @@ pub(super) async fn review_tool(
     match outcome {
         ReviewOutcome::Recorded(record) => {
             tracing::info!(tool = %record.name, digest = %record.digest, status = %record.status, "tool reviewed");
-            let callable = st.svc.catalog().tools.resolve(&format!("{}@{}", record.name, record.digest)).is_some();
+            let tools = st.svc.catalog().tools.for_tenant(&record.tenant);
+            let callable = tools.resolve(&format!("{}@{}", record.name, record.digest)).is_some();
             Ok(Json(view(&record, callable)))
         }
         ReviewOutcome::UnknownTool => Err(ApiError::not_found(&format!("tool {id}"))),

@@ -18,7 +18,7 @@ pub use queue::{JobQueue, Permit};
 pub use tools::load_stored;
 
 use crate::registry::{Catalog, Registry};
-use crate::runner::{Deadline, roster};
+use crate::runner::{Deadline, roster_with_tools};
 use crate::sandbox::Sandbox;
 use crate::store::{CycleRecord, Event, NewQuestion, Outcome, Park, Store, StoreError};
 use converge_engine::{ErrorInfo, Job, JobResult, JobSpec, RayonExecutor, Stats, Status};
@@ -335,7 +335,13 @@ impl Service {
             Err(e) => return self.fail(id, "invalid_spec", &format!("the stored spec no longer parses: {e}")),
         };
         let catalog = self.catalog();
-        let (agents, invariants) = roster(&catalog, &self.sandbox, &spec, id);
+        // The job calls the trusted tools and its own tenant's validated ones, never another tenant's.
+        let tools = if catalog.tools.has_validated() {
+            Arc::new(catalog.tools.for_tenant(&record.tenant))
+        } else {
+            Arc::clone(&catalog.tools)
+        };
+        let (agents, invariants) = roster_with_tools(&catalog, &tools, &self.sandbox, &spec, id);
         let components = components(&catalog, &spec);
         let mut job = match Job::new(&spec, &agents, &invariants) {
             Ok(j) => j,

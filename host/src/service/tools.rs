@@ -42,7 +42,10 @@ impl Service {
         bytes: &[u8],
         manifest: &Manifest,
     ) -> Result<(Report, ToolRecord), crate::store::StoreError> {
-        let Validated { report, tool } = validate(&self.sandbox, bytes, manifest);
+        let Validated { report, mut tool } = validate(&self.sandbox, bytes, manifest);
+        if let Some(t) = &mut tool {
+            t.owner = Some(tenant.to_owned());
+        }
         let new = NewTool {
             digest: report.digest.clone(),
             name: report.name.clone(),
@@ -64,7 +67,7 @@ impl Service {
         if record.status == "accepted" {
             match tool.filter(|t| t.digest == record.digest) {
                 Some(t) if record.manifest == serde_json::to_string(manifest).unwrap_or_default() => {
-                    self.publish(Some(Arc::new(t)), &record.digest);
+                    self.publish(Some(Arc::new(t)), &record);
                 }
                 _ => {
                     if let Err(why) = self.activate(&record) {
@@ -73,7 +76,7 @@ impl Service {
                 }
             }
         } else {
-            self.publish(None, &record.digest);
+            self.publish(None, &record);
         }
         Ok((report, record))
     }
@@ -85,7 +88,7 @@ impl Service {
                 tracing::warn!(tool = %record.name, reason = %why, "approved tool not loaded");
             }
         } else {
-            self.publish(None, &record.digest);
+            self.publish(None, record);
         }
     }
 
@@ -93,16 +96,16 @@ impl Service {
     fn activate(&self, record: &ToolRecord) -> Result<(), String> {
         let cache = self.registry.lock().map_err(|_| "the registry lock is poisoned")?.cache().cloned();
         let tool = load_stored(self.store.as_ref(), &self.sandbox, cache.as_ref(), record)?;
-        self.publish(Some(Arc::new(tool)), &record.digest);
+        self.publish(Some(Arc::new(tool)), record);
         Ok(())
     }
 
-    /// Add (or remove, with `None`) a validated tool and rebuild the catalog.
-    fn publish(&self, tool: Option<Arc<Tool>>, digest: &str) {
+    /// Add (or remove, with `None`) the validated tool of `record` and rebuild the catalog.
+    fn publish(&self, tool: Option<Arc<Tool>>, record: &ToolRecord) {
         if let Ok(mut registry) = self.registry.lock() {
             match tool {
                 Some(t) => registry.add_validated(t),
-                None => registry.remove_validated(digest),
+                None => registry.remove_validated(&record.tenant, &record.digest),
             }
         }
         self.rescan();
@@ -122,8 +125,10 @@ pub fn load_stored(
     cache: Option<&Cache>,
     record: &ToolRecord,
 ) -> Result<Tool, String> {
-    let bytes =
-        store.tool_component(&record.digest).map_err(|e| e.to_string())?.ok_or("its component is not stored")?;
+    let bytes = store
+        .tool_component(&record.tenant, &record.digest)
+        .map_err(|e| e.to_string())?
+        .ok_or("its component is not stored")?;
     if crate::hex(&Sha256::digest(&bytes)) != record.digest {
         return Err("the stored component does not match its digest".into());
     }
@@ -132,5 +137,7 @@ pub fn load_stored(
         Some(cache) => cache.component(sandbox.engine(), &record.digest, &bytes),
         None => Component::new(sandbox.engine(), &bytes).map_err(|e| format!("{e:#}")),
     }?;
-    from_component(sandbox, &component, &record.digest, report.limits, Source::Validated)
+    let mut tool = from_component(sandbox, &component, &record.digest, report.limits, Source::Validated)?;
+    tool.owner = Some(record.tenant.clone());
+    Ok(tool)
 }

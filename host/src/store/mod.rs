@@ -259,7 +259,7 @@ pub struct Outcome {
 /// A validated tool to record (SPEC §6).
 #[derive(Debug, Clone)]
 pub struct NewTool {
-    /// SHA-256 of the component, lowercase hex: the tool's id.
+    /// SHA-256 of the component, lowercase hex: the tool's id within its tenant.
     pub digest: String,
     /// The manifest's name.
     pub name: String,
@@ -299,7 +299,8 @@ pub struct ToolRecord {
     pub digest: String,
     /// Its name.
     pub name: String,
-    /// Who submitted it.
+    /// Who submitted it: the tenant it belongs to. Only that tenant's jobs can call it, and only that tenant
+    /// can list or review it.
     pub tenant: String,
     /// Where it stands: `accepted` (callable), `needs_review` or `rejected`.
     pub status: String,
@@ -392,16 +393,17 @@ pub trait Store: Send + Sync {
     /// Record a validation. The same component with the same manifest is a no-op that returns the stored
     /// record (the pipeline is deterministic); with another manifest the new report replaces the old.
     fn put_tool(&self, tool: NewTool) -> Reply<ToolRecord>;
-    /// Record a human decision on a tool that needs review: `approve` makes it callable, `reject` never.
-    fn review_tool(&self, digest: &str, review: ReviewRecord) -> Reply<ReviewOutcome>;
-    /// Every stored tool, in the order they were first stored.
+    /// Record a human decision on a tool of `tenant` that needs review: `approve` makes it callable, `reject`
+    /// never. Another tenant's tool is [`ReviewOutcome::UnknownTool`].
+    fn review_tool(&self, tenant: &str, digest: &str, review: ReviewRecord) -> Reply<ReviewOutcome>;
+    /// Every stored tool of every tenant, in the order they were first stored.
     ///
     /// # Errors
     /// The store cannot be read.
     fn tools(&self) -> Result<Vec<ToolRecord>, StoreError>;
-    /// The component bytes of a tool that may become callable.
+    /// The component bytes of a tool of `tenant` that may become callable.
     ///
     /// # Errors
     /// The store cannot be read.
-    fn tool_component(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn tool_component(&self, tenant: &str, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }

@@ -72,7 +72,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tools (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    digest      TEXT NOT NULL UNIQUE,
+    digest      TEXT NOT NULL,
     name        TEXT NOT NULL,
     tenant      TEXT NOT NULL,
     status      TEXT NOT NULL,
@@ -82,9 +82,11 @@ CREATE TABLE IF NOT EXISTS tools (
     component   BLOB,
     created_ms  INTEGER NOT NULL,
     updated_ms  INTEGER NOT NULL,
-    accepted_ms INTEGER
+    accepted_ms INTEGER,
+    UNIQUE (tenant, digest)
 );
 CREATE TABLE IF NOT EXISTS tool_reviews (
+    owner    TEXT NOT NULL,
     digest   TEXT NOT NULL,
     seq      INTEGER NOT NULL,
     decision TEXT NOT NULL,
@@ -92,9 +94,55 @@ CREATE TABLE IF NOT EXISTS tool_reviews (
     comment  TEXT NOT NULL,
     tenant   TEXT NOT NULL,
     at_ms    INTEGER NOT NULL,
-    PRIMARY KEY (digest, seq)
+    PRIMARY KEY (owner, digest, seq)
 ) WITHOUT ROWID;
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
+";
+
+/// Version 1 to 2: a tool belongs to the tenant that submitted it (unique by tenant and digest, not by digest),
+/// and its reviews are keyed by that owner. Version 1 had one record per digest, so the owner of each review is
+/// exactly its tool's tenant.
+const MIGRATE_1_TO_2: &str = "
+BEGIN IMMEDIATE;
+ALTER TABLE tools RENAME TO tools_v1;
+ALTER TABLE tool_reviews RENAME TO tool_reviews_v1;
+CREATE TABLE tools (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    digest      TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    tenant      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    verdict     TEXT NOT NULL,
+    manifest    TEXT NOT NULL,
+    report      TEXT NOT NULL,
+    component   BLOB,
+    created_ms  INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL,
+    accepted_ms INTEGER,
+    UNIQUE (tenant, digest)
+);
+INSERT INTO tools (seq, digest, name, tenant, status, verdict, manifest, report, component, created_ms, updated_ms,
+                   accepted_ms)
+    SELECT seq, digest, name, tenant, status, verdict, manifest, report, component, created_ms, updated_ms,
+           accepted_ms FROM tools_v1;
+CREATE TABLE tool_reviews (
+    owner    TEXT NOT NULL,
+    digest   TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    decision TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    comment  TEXT NOT NULL,
+    tenant   TEXT NOT NULL,
+    at_ms    INTEGER NOT NULL,
+    PRIMARY KEY (owner, digest, seq)
+) WITHOUT ROWID;
+INSERT INTO tool_reviews (owner, digest, seq, decision, reviewer, comment, tenant, at_ms)
+    SELECT t.tenant, r.digest, r.seq, r.decision, r.reviewer, r.comment, r.tenant, r.at_ms
+    FROM tool_reviews_v1 r JOIN tools t ON t.digest = r.digest;
+DROP TABLE tools_v1;
+DROP TABLE tool_reviews_v1;
+PRAGMA user_version = 2;
+COMMIT;
 ";
 
 /// Called with each event after the transaction holding it commits (the service feeds live streams from it).
@@ -111,7 +159,7 @@ enum Op {
     Answer { tenant: String, id: String, question: String, answer: String, now_ms: u64, tx: Tx<AnswerOutcome> },
     Cancel { tenant: String, id: String, now_ms: u64, tx: Tx<CancelOutcome> },
     PutTool(Box<NewTool>, Tx<ToolRecord>),
-    Review { digest: String, review: ReviewRecord, tx: Tx<ReviewOutcome> },
+    Review { tenant: String, digest: String, review: ReviewRecord, tx: Tx<ReviewOutcome> },
 }
 
 /// SQLite in `<dir>/converge.db`, WAL, synchronous = FULL.
@@ -182,11 +230,15 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL").map_err(|e| db(&e))?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| db(&e))?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| db(&e))?;
-        if version > 1 {
+        if version > 2 {
             return Err(StoreError::Db(format!(
                 "{}: schema version {version} is newer than this build",
                 path.display()
             )));
+        }
+        if version == 1 {
+            conn.execute_batch(MIGRATE_1_TO_2)
+                .map_err(|e| StoreError::Db(format!("{}: migrating to schema version 2: {e}", path.display())))?;
         }
         conn.execute_batch(SCHEMA).map_err(|e| StoreError::Db(format!("{}: {e}", path.display())))?;
         let (tx, rx) = mpsc::channel();
@@ -375,7 +427,9 @@ fn apply(tx: &Transaction<'_>, op: Op, events: &mut Vec<Event>) -> Done {
             run(tx, events, reply, |c, ev| cancel(c, &tenant, &id, now_ms, ev))
         }
         Op::PutTool(tool, reply) => run(tx, events, reply, |c, _| put_tool(c, &tool)),
-        Op::Review { digest, review, tx: reply } => run(tx, events, reply, |c, _| review_tool(c, &digest, &review)),
+        Op::Review { tenant, digest, review, tx: reply } => {
+            run(tx, events, reply, |c, _| review_tool(c, &tenant, &digest, &review))
+        }
     }
 }
 
@@ -692,25 +746,26 @@ fn tool_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ToolRecord> {
     })
 }
 
-fn load_tool(c: &Connection, digest: &str) -> Result<Option<ToolRecord>, StoreError> {
-    let sql = format!("SELECT {TOOL_COLUMNS} FROM tools WHERE digest = ?1");
-    let mut record = match row(c, &sql, params![digest], tool_row) {
+fn load_tool(c: &Connection, tenant: &str, digest: &str) -> Result<Option<ToolRecord>, StoreError> {
+    let sql = format!("SELECT {TOOL_COLUMNS} FROM tools WHERE tenant = ?1 AND digest = ?2");
+    let mut record = match row(c, &sql, params![tenant, digest], tool_row) {
         Ok(r) => r,
         Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(None),
         Err(e) => return Err(db(&e)),
     };
-    record.reviews = load_reviews(c, digest)?;
+    record.reviews = load_reviews(c, tenant, digest)?;
     Ok(Some(record))
 }
 
-fn load_reviews(c: &Connection, digest: &str) -> Result<Vec<ReviewRecord>, StoreError> {
+fn load_reviews(c: &Connection, owner: &str, digest: &str) -> Result<Vec<ReviewRecord>, StoreError> {
     let mut stmt = c
         .prepare_cached(
-            "SELECT decision, reviewer, comment, tenant, at_ms FROM tool_reviews WHERE digest = ?1 ORDER BY seq",
+            "SELECT decision, reviewer, comment, tenant, at_ms FROM tool_reviews WHERE owner = ?1 AND digest = ?2
+             ORDER BY seq",
         )
         .map_err(|e| db(&e))?;
     let rows = stmt
-        .query_map(params![digest], |r| {
+        .query_map(params![owner, digest], |r| {
             Ok(ReviewRecord {
                 decision: r.get(0)?,
                 reviewer: r.get(1)?,
@@ -724,7 +779,7 @@ fn load_reviews(c: &Connection, digest: &str) -> Result<Vec<ReviewRecord>, Store
 }
 
 fn put_tool(c: &Connection, t: &NewTool) -> Result<ToolRecord, StoreError> {
-    if let Some(existing) = load_tool(c, &t.digest)?
+    if let Some(existing) = load_tool(c, &t.tenant, &t.digest)?
         && existing.manifest == t.manifest
     {
         return Ok(existing);
@@ -736,16 +791,16 @@ fn put_tool(c: &Connection, t: &NewTool) -> Result<ToolRecord, StoreError> {
         "INSERT INTO tools (digest, name, tenant, status, verdict, manifest, report, component, created_ms, updated_ms,
                             accepted_ms)
          VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?8, ?9)
-         ON CONFLICT (digest) DO UPDATE SET name = ?2, tenant = ?3, status = ?4, verdict = ?4, manifest = ?5,
+         ON CONFLICT (tenant, digest) DO UPDATE SET name = ?2, status = ?4, verdict = ?4, manifest = ?5,
              report = ?6, component = ?7, updated_ms = ?8, accepted_ms = ?9",
         params![t.digest, t.name, t.tenant, t.verdict, t.manifest, t.report, t.component, now, accepted],
     )
     .map_err(|e| db(&e))?;
-    load_tool(c, &t.digest)?.ok_or_else(|| StoreError::Db(format!("tool {} vanished", t.digest)))
+    load_tool(c, &t.tenant, &t.digest)?.ok_or_else(|| StoreError::Db(format!("tool {} vanished", t.digest)))
 }
 
-fn review_tool(c: &Connection, digest: &str, r: &ReviewRecord) -> Result<ReviewOutcome, StoreError> {
-    let Some(tool) = load_tool(c, digest)? else { return Ok(ReviewOutcome::UnknownTool) };
+fn review_tool(c: &Connection, owner: &str, digest: &str, r: &ReviewRecord) -> Result<ReviewOutcome, StoreError> {
+    let Some(tool) = load_tool(c, owner, digest)? else { return Ok(ReviewOutcome::UnknownTool) };
     if tool.status != "needs_review" {
         return Ok(ReviewOutcome::NotPending(tool.status));
     }
@@ -753,21 +808,21 @@ fn review_tool(c: &Connection, digest: &str, r: &ReviewRecord) -> Result<ReviewO
     let at = to_i64(r.at_ms);
     exec(
         c,
-        "INSERT INTO tool_reviews (digest, seq, decision, reviewer, comment, tenant, at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![digest, seq, r.decision, r.reviewer, r.comment, r.tenant, at],
+        "INSERT INTO tool_reviews (owner, digest, seq, decision, reviewer, comment, tenant, at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![owner, digest, seq, r.decision, r.reviewer, r.comment, r.tenant, at],
     )
     .map_err(|e| db(&e))?;
     let (status, accepted) = if r.decision == "approve" { ("accepted", Some(at)) } else { ("rejected", None) };
     exec(
         c,
-        "UPDATE tools SET status = ?2, updated_ms = ?3, accepted_ms = ?4,
-             component = CASE WHEN ?2 = 'rejected' THEN NULL ELSE component END
-         WHERE digest = ?1",
-        params![digest, status, at, accepted],
+        "UPDATE tools SET status = ?3, updated_ms = ?4, accepted_ms = ?5,
+             component = CASE WHEN ?3 = 'rejected' THEN NULL ELSE component END
+         WHERE tenant = ?1 AND digest = ?2",
+        params![owner, digest, status, at, accepted],
     )
     .map_err(|e| db(&e))?;
-    let tool = load_tool(c, digest)?.ok_or_else(|| StoreError::Db(format!("tool {digest} vanished")))?;
+    let tool = load_tool(c, owner, digest)?.ok_or_else(|| StoreError::Db(format!("tool {digest} vanished")))?;
     Ok(ReviewOutcome::Recorded(Box::new(tool)))
 }
 
@@ -934,8 +989,8 @@ impl Store for SqliteStore {
         self.send(|tx| Op::PutTool(Box::new(tool), tx))
     }
 
-    fn review_tool(&self, digest: &str, review: ReviewRecord) -> Reply<ReviewOutcome> {
-        self.send(|tx| Op::Review { digest: digest.to_owned(), review, tx })
+    fn review_tool(&self, tenant: &str, digest: &str, review: ReviewRecord) -> Reply<ReviewOutcome> {
+        self.send(|tx| Op::Review { tenant: tenant.to_owned(), digest: digest.to_owned(), review, tx })
     }
 
     fn tools(&self) -> Result<Vec<ToolRecord>, StoreError> {
@@ -948,14 +1003,15 @@ impl Store for SqliteStore {
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(|e| db(&e))?;
             for t in &mut tools {
-                t.reviews = load_reviews(c, &t.digest)?;
+                t.reviews = load_reviews(c, &t.tenant, &t.digest)?;
             }
             Ok(tools)
         })
     }
 
-    fn tool_component(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(|c| match row(c, "SELECT component FROM tools WHERE digest = ?1", params![digest], |r| r.get(0)) {
+    fn tool_component(&self, tenant: &str, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let sql = "SELECT component FROM tools WHERE tenant = ?1 AND digest = ?2";
+        self.read(|c| match row(c, sql, params![tenant, digest], |r| r.get(0)) {
             Ok(bytes) => Ok(bytes),
             Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
             Err(e) => Err(db(&e)),

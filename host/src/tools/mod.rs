@@ -98,6 +98,9 @@ pub struct Tool {
     pub digest: String,
     /// Where it came from.
     pub source: Source,
+    /// The tenant that submitted it (a validated tool): only that tenant's jobs can call it. `None` for a trusted
+    /// tool, which every job can call.
+    pub owner: Option<String>,
     /// Limits of each invocation.
     pub limits: ToolLimits,
     /// Linked and type-checked.
@@ -137,6 +140,26 @@ impl ToolSet {
             return trusted.or_else(|| self.validated.get(name)?.iter().rev().find(|t| t.digest == digest));
         }
         self.trusted.get(name).or_else(|| self.validated.get(name)?.last())
+    }
+
+    /// What the jobs of `tenant` may call: every trusted tool, and the validated tools `tenant` submitted.
+    #[must_use]
+    pub fn for_tenant(&self, tenant: &str) -> Self {
+        let validated = self
+            .validated
+            .iter()
+            .filter_map(|(name, tools)| {
+                let own: Vec<Arc<Tool>> =
+                    tools.iter().filter(|t| t.owner.as_deref() == Some(tenant)).cloned().collect();
+                (!own.is_empty()).then(|| (name.clone(), own))
+            })
+            .collect();
+        Self { trusted: self.trusted.clone(), validated }
+    }
+
+    /// Whether any validated tool is in the set.
+    pub fn has_validated(&self) -> bool {
+        !self.validated.is_empty()
     }
 
     /// Every tool, trusted first, each group by name.
@@ -375,7 +398,15 @@ pub fn from_component(
 ) -> Result<Tool, String> {
     let (pre, info) = prepare(sandbox, component)?;
     crate::registry::check_tool_name(&info.name)?;
-    Ok(Tool { name: info.name, description: info.description, digest: digest.to_owned(), source, limits, pre })
+    Ok(Tool {
+        name: info.name,
+        description: info.description,
+        digest: digest.to_owned(),
+        source,
+        owner: None,
+        limits,
+        pre,
+    })
 }
 
 /// One invocation's result and resource use.

@@ -348,6 +348,7 @@ fn build(sandbox: &Arc<Sandbox>, bytes: &[u8], manifest: &Manifest, report: &mut
         description: report.description.clone(),
         digest: report.digest.clone(),
         source: Source::Validated,
+        owner: None,
         limits: report.limits,
         pre,
     })

@@ -1072,6 +1072,57 @@ async fn a_tool_submitted_over_http_is_validated_reviewed_and_stays_callable_aft
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_tool_is_not_callable_stays_revoked_and_its_jobs_still_replay() {
+    let dir = fresh("tool-revoke");
+    std::fs::write(dir.join("agents").join("tool-caller.wasm"), guest_bytes("tool-caller")).unwrap();
+    let cache = dir.join("cache");
+    let api = start(&dir, Options { cache: cache.clone(), ..Options::default() });
+    let upper = api.validate_raw(guest_bytes("tool-upper"), &manifest("upper", 3)).await.json();
+    assert_eq!(
+        (upper["verdict"].as_str(), upper["status"].as_str(), upper["callable"].as_bool()),
+        (Some("accepted"), Some("accepted"), Some(true)),
+        "{upper}"
+    );
+    let spec = json!({"goal": "call", "agents": ["tool-caller"], "facts": [{"key": "calls", "id": "1", "content": "upper\nbefore"}]});
+    let before = api.submit_and_wait(&spec.to_string()).await;
+
+    let path = format!("/v1/tools/{}/review", upper["digest"].as_str().unwrap());
+    let decide = |d: &str| json!({"decision": d, "reviewer": "ada", "comment": "it leaks"}).to_string();
+    let r = api.post(&path, decide("revoke")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        (v["status"].as_str(), v["callable"].as_bool(), v["reviews"][0]["decision"].as_str()),
+        (Some("revoked"), Some(false), Some("revoke")),
+        "{v}"
+    );
+    assert!(api.call_tool("upper", "after").await.starts_with("unknown:"));
+    let m = api.post(&path, decide("revoke")).await.error(StatusCode::CONFLICT, "not_pending");
+    assert!(m.contains("only an accepted tool can be revoked"), "{m}");
+    api.post(&path, decide("approve")).await.error(StatusCode::CONFLICT, "not_pending");
+
+    // Submitting it again, with the same manifest or another, does not undo the decision.
+    for tests in [3, 4] {
+        let again = api.validate_raw(guest_bytes("tool-upper"), &manifest("upper", tests)).await.json();
+        assert_eq!(
+            (again["verdict"].as_str(), again["status"].as_str(), again["callable"].as_bool()),
+            (Some("accepted"), Some("revoked"), Some(false)),
+            "{again}"
+        );
+    }
+    assert!(api.call_tool("upper", "after").await.starts_with("unknown:"));
+    api.stop();
+    let api = start(&dir, Options { cache: cache.clone(), ..Options::default() });
+    assert_eq!(api.tool("upper").await["status"], "revoked");
+    assert!(api.call_tool("upper", "after a restart").await.starts_with("unknown:"));
+    api.stop();
+
+    // The job that called it before still replays: a revoked tool's component stays in the store.
+    let report = replay(&dir, &cache, before["id"].as_str().unwrap());
+    assert_eq!((report["identical"].as_bool(), report["tool_calls"]["stored"].as_u64()), (Some(true), Some(1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_neither_see_nor_call_nor_review_each_others_tools() {
     let dir = fresh("tool-tenants");
     std::fs::write(dir.join("agents").join("tool-caller.wasm"), guest_bytes("tool-caller")).unwrap();

@@ -78,12 +78,14 @@ async fn submission(headers: &HeaderMap, body: bytes::Bytes) -> Result<(bytes::B
 
 /// Validate an untrusted tool (SPEC §6): the component as raw bytes (`application/wasm`, manifest in the
 /// `Converge-Manifest` header) or `multipart/form-data` with parts `manifest` and `component`. Answers 200 with
-/// the report whatever the verdict; an accepted tool is callable when the answer arrives.
+/// the report whatever the verdict, with the tool's stored `status` (which an earlier review decides, for a
+/// component submitted before) and whether it is `callable`; an accepted tool is callable when the answer
+/// arrives.
 #[utoipa::path(post, path = "/v1/tools/validate", tag = "tools",
     request_body(content = Vec<u8>, description = "The component (application/wasm) or multipart/form-data", content_type = "application/wasm"),
     params(("Converge-Manifest" = Option<String>, Header, description = "The manifest JSON, with a raw component body")),
     responses(
-        (status = 200, description = "The validation report", body = Report),
+        (status = 200, description = "The validation report, with the stored status", body = Validation),
         (status = 400, description = "Malformed multipart body", body = ErrorBody),
         (status = 401, description = "No or bad token", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -95,7 +97,7 @@ pub(super) async fn validate_tool(
     Tenant(tenant): Tenant,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Report>, ApiError> {
+) -> Result<Json<Validation>, ApiError> {
     let mut config = (*st.config).clone();
     config.max_body = MAX_VALIDATE_BODY;
     let body = read_body(body, &headers, &config).await?;
@@ -106,7 +108,26 @@ pub(super) async fn validate_tool(
     let (report, record) = blocking(move || svc.validate_tool(&tenant, &component, &manifest)).await?;
     tracing::info!(tool = %record.name, digest = %record.digest, verdict = report.verdict.as_str(),
         status = %record.status, "tool validated");
-    Ok(Json(report))
+    let callable = st.svc.catalog().tools.for_tenant(&record.tenant).resolve(&pinned(&record)).is_some();
+    Ok(Json(Validation { report, status: record.status, callable }))
+}
+
+/// What `POST /v1/tools/validate` answers: the report of this run of the pipeline, and where the tool stands.
+#[derive(Serialize, ToSchema)]
+pub struct Validation {
+    /// The report (SPEC §6).
+    #[serde(flatten)]
+    pub report: Report,
+    /// The stored status: the verdict, unless a reviewer decided on this component before (`accepted` after an
+    /// approval, `rejected`, `revoked`).
+    pub status: String,
+    /// Whether the submitter's jobs can call it now.
+    pub callable: bool,
+}
+
+/// `name@digest`: how a stored tool resolves exactly.
+fn pinned(record: &ToolRecord) -> String {
+    format!("{}@{}", record.name, record.digest)
 }
 
 /// A tool as `GET /v1/tools` lists it.
@@ -206,7 +227,7 @@ pub(super) async fn list_tools(
         })
         .collect();
     for r in &records {
-        let callable = own.resolve(&format!("{}@{}", r.name, r.digest)).is_some();
+        let callable = own.resolve(&pinned(r)).is_some();
         tools.push(view(r, callable));
     }
     let rejected_files = catalog
@@ -221,7 +242,8 @@ pub(super) async fn list_tools(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewBody {
-    /// `approve` (the tool becomes callable) or `reject`.
+    /// `approve` (the tool becomes callable) or `reject`, for a tool that needs review; `revoke`, for an accepted
+    /// one.
     pub decision: Decision,
     /// Who decides (1 to 128 bytes).
     pub reviewer: String,
@@ -238,10 +260,14 @@ pub enum Decision {
     Approve,
     /// Never make it callable.
     Reject,
+    /// Withdraw an accepted tool: jobs started from then on cannot call it (its bytes and record stay, for the
+    /// audit and for replaying the jobs that called it).
+    Revoke,
 }
 
-/// Record a review of one of the caller's own tools whose verdict was `needs_review`; the decision enters the
-/// tool's audit trail. Another tenant's tool is 404.
+/// Record a human decision on one of the caller's own submitted tools: `approve` or `reject` one that needs
+/// review, or `revoke` one that is accepted. The decision enters the tool's audit trail. Another tenant's tool
+/// is 404.
 #[utoipa::path(post, path = "/v1/tools/{id}/review", tag = "tools",
     params(("id" = String, Path, description = "The tool's digest")),
     request_body = ReviewBody,
@@ -249,7 +275,7 @@ pub enum Decision {
         (status = 200, description = "Recorded; the tool as it is now", body = ToolView),
         (status = 401, description = "No or bad token", body = ErrorBody),
         (status = 404, description = "No such tool of this tenant", body = ErrorBody),
-        (status = 409, description = "The tool is not waiting for a review", body = ErrorBody),
+        (status = 409, description = "The decision does not apply to the tool's status", body = ErrorBody),
         (status = 422, description = "Invalid body, the field named", body = ErrorBody),
     ))]
 pub(super) async fn review_tool(
@@ -278,6 +304,7 @@ pub(super) async fn review_tool(
         decision: match decision {
             Decision::Approve => "approve".into(),
             Decision::Reject => "reject".into(),
+            Decision::Revoke => "revoke".into(),
         },
         reviewer,
         comment,
@@ -302,14 +329,17 @@ pub(super) async fn review_tool(
         ReviewOutcome::Recorded(record) => {
             tracing::info!(tool = %record.name, digest = %record.digest, status = %record.status, "tool reviewed");
             let tools = st.svc.catalog().tools.for_tenant(&record.tenant);
-            let callable = tools.resolve(&format!("{}@{}", record.name, record.digest)).is_some();
+            let callable = tools.resolve(&pinned(&record)).is_some();
             Ok(Json(view(&record, callable)))
         }
         ReviewOutcome::UnknownTool => Err(ApiError::not_found(&format!("tool {id}"))),
         ReviewOutcome::NotPending(status) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_pending",
-            format!("tool {id} is {status}; only a tool that needs review can be reviewed"),
+            match decision {
+                Decision::Revoke => format!("tool {id} is {status}; only an accepted tool can be revoked"),
+                _ => format!("tool {id} is {status}; only a tool that needs review can be approved or rejected"),
+            },
         )),
     }
 }

@@ -280,7 +280,7 @@ pub struct NewTool {
 /// A human decision on a tool that needs review.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReviewRecord {
-    /// `approve` or `reject`.
+    /// `approve`, `reject` or `revoke`.
     pub decision: String,
     /// Who decided.
     pub reviewer: String,
@@ -302,7 +302,8 @@ pub struct ToolRecord {
     /// Who submitted it: the tenant it belongs to. Only that tenant's jobs can call it, and only that tenant
     /// can list or review it.
     pub tenant: String,
-    /// Where it stands: `accepted` (callable), `needs_review` or `rejected`.
+    /// Where it stands: `accepted` (callable), `needs_review`, `rejected`, or `revoked` (was callable; a reviewer
+    /// withdrew it).
     pub status: String,
     /// What the pipeline said.
     pub verdict: String,
@@ -327,7 +328,8 @@ pub enum ReviewOutcome {
     Recorded(Box<ToolRecord>),
     /// No such tool.
     UnknownTool,
-    /// The tool is not waiting for a review; its status.
+    /// The decision does not apply to the tool's status (`approve` and `reject` need `needs_review`, `revoke`
+    /// needs `accepted`); its status.
     NotPending(String),
 }
 
@@ -391,10 +393,12 @@ pub trait Store: Send + Sync {
     fn ping(&self) -> Result<(), StoreError>;
 
     /// Record a validation. The same component with the same manifest is a no-op that returns the stored
-    /// record (the pipeline is deterministic); with another manifest the new report replaces the old.
+    /// record (the pipeline is deterministic); with another manifest the new report replaces the old, unless a
+    /// reviewer rejected or revoked that component (then it is a no-op too).
     fn put_tool(&self, tool: NewTool) -> Reply<ToolRecord>;
-    /// Record a human decision on a tool of `tenant` that needs review: `approve` makes it callable, `reject`
-    /// never. Another tenant's tool is [`ReviewOutcome::UnknownTool`].
+    /// Record a human decision on a tool of `tenant`: on one that needs review, `approve` makes it callable,
+    /// `reject` never; on an accepted one, `revoke` makes it uncallable from then on. Another tenant's tool is
+    /// [`ReviewOutcome::UnknownTool`].
     fn review_tool(&self, tenant: &str, digest: &str, review: ReviewRecord) -> Reply<ReviewOutcome>;
     /// Every stored tool of every tenant, in the order they were first stored.
     ///

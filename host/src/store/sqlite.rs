@@ -779,8 +779,10 @@ fn load_reviews(c: &Connection, owner: &str, digest: &str) -> Result<Vec<ReviewR
 }
 
 fn put_tool(c: &Connection, t: &NewTool) -> Result<ToolRecord, StoreError> {
+    // The same submission again changes nothing; nor does any submission of a component a reviewer rejected or
+    // revoked (a new manifest must not undo a human decision).
     if let Some(existing) = load_tool(c, &t.tenant, &t.digest)?
-        && existing.manifest == t.manifest
+        && (existing.manifest == t.manifest || existing.reviews.iter().any(|r| r.decision != "approve"))
     {
         return Ok(existing);
     }
@@ -801,7 +803,9 @@ fn put_tool(c: &Connection, t: &NewTool) -> Result<ToolRecord, StoreError> {
 
 fn review_tool(c: &Connection, owner: &str, digest: &str, r: &ReviewRecord) -> Result<ReviewOutcome, StoreError> {
     let Some(tool) = load_tool(c, owner, digest)? else { return Ok(ReviewOutcome::UnknownTool) };
-    if tool.status != "needs_review" {
+    // `approve` and `reject` decide a tool that waits; `revoke` withdraws one that is callable.
+    let expected = if r.decision == "revoke" { "accepted" } else { "needs_review" };
+    if tool.status != expected {
         return Ok(ReviewOutcome::NotPending(tool.status));
     }
     let seq = i64::try_from(tool.reviews.len()).unwrap_or(i64::MAX);
@@ -813,7 +817,13 @@ fn review_tool(c: &Connection, owner: &str, digest: &str, r: &ReviewRecord) -> R
         params![owner, digest, seq, r.decision, r.reviewer, r.comment, r.tenant, at],
     )
     .map_err(|e| db(&e))?;
-    let (status, accepted) = if r.decision == "approve" { ("accepted", Some(at)) } else { ("rejected", None) };
+    let (status, accepted) = match r.decision.as_str() {
+        "approve" => ("accepted", Some(at)),
+        "revoke" => ("revoked", tool.accepted_ms.map(to_i64)),
+        _ => ("rejected", None),
+    };
+    // A rejected tool never ran in a job, so its bytes go; a revoked one keeps them, for the audit and for
+    // replaying the jobs that called it.
     exec(
         c,
         "UPDATE tools SET status = ?3, updated_ms = ?4, accepted_ms = ?5,

@@ -141,7 +141,7 @@ pub struct ToolView {
     pub description: String,
     /// `trusted` (tools directory) or `validated` (submitted).
     pub source: Source,
-    /// `accepted` (callable), `needs_review` or `rejected`.
+    /// `accepted` (callable), `needs_review`, `rejected`, or `revoked` (was accepted; a reviewer withdrew it).
     pub status: String,
     /// What the validation pipeline said (validated tools).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1199,3 +1199,43 @@ fn a_version_1_store_keeps_its_tools_and_reviews_when_migrated() {
         .unwrap();
     assert_eq!(version, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validations_beyond_the_line_get_503_before_their_body_is_read() {
+    let http = HttpConfig { validations_waiting: 0, ..HttpConfig::default() };
+    let api = start(&fresh("validation-line"), Options { http, ..Options::default() });
+    // One submission whose body has not finished arriving holds the only place.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    let slow = api
+        .request(Method::POST, "/v1/tools/validate")
+        .header(header::CONTENT_TYPE, "application/wasm")
+        .header("converge-manifest", manifest("upper", 3))
+        .body(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .unwrap();
+    let held = tokio::spawn({
+        let app = api.app.clone();
+        async move { app.oneshot(slow).await }
+    });
+    tx.send(Ok(Bytes::from(guest_bytes("tool-upper")))).await.unwrap();
+    let refused = async {
+        loop {
+            let r = api.validate_raw(b"garbage".to_vec(), &manifest("garbage", 3)).await;
+            if r.status == StatusCode::SERVICE_UNAVAILABLE {
+                break r;
+            }
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text()); // ran before the slow one took the place
+        }
+    };
+    let r = tokio::time::timeout(PATIENCE, refused).await.expect("a second validation was never refused");
+    let m = r.error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+    assert!(m.contains("line of tool validations is full (1 running or waiting)"), "{m}");
+    assert!(r.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n >= 1)));
+    // The held one finishes; the place is free again.
+    drop(tx);
+    let done = held.await.unwrap().unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    let r = api.validate_raw(b"garbage".to_vec(), &manifest("garbage", 3)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["verdict"], "rejected");
+    api.stop();
+}

@@ -40,6 +40,9 @@ pub struct HttpConfig {
     pub max_wait: Duration,
     /// `Retry-After` seconds on 503.
     pub retry_after: u64,
+    /// Tool validations admitted to wait behind the running one; more get 503 before their body is read (each
+    /// holds up to 33 MiB while it waits).
+    pub validations_waiting: usize,
 }
 
 impl Default for HttpConfig {
@@ -49,6 +52,7 @@ impl Default for HttpConfig {
             body_timeout: Duration::from_secs(10),
             max_wait: Duration::from_mins(1),
             retry_after: 1,
+            validations_waiting: 3,
         }
     }
 }
@@ -130,6 +134,8 @@ pub struct AppState {
     openapi: Arc<String>,
     /// Tool validations run one at a time.
     pub(super) validations: Arc<tokio::sync::Semaphore>,
+    /// Validations admitted at once, running or waiting (`1 + validations_waiting`).
+    pub(super) validation_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// An API error: status, kind, message, and `Retry-After` for 503.
@@ -164,6 +170,13 @@ impl ApiError {
 
     pub(super) fn not_found(what: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("no {what}"))
+    }
+
+    /// 503 `overloaded`, with `Retry-After`.
+    pub(super) fn overloaded(message: impl Into<String>, retry_after: u64) -> Self {
+        let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message);
+        err.retry_after = Some(retry_after);
+        err
     }
 
     pub(super) fn internal(e: impl std::fmt::Display) -> Self {
@@ -1169,9 +1182,10 @@ pub fn router(svc: Arc<Service>, auth: Auth, config: HttpConfig) -> axum::Router
     let state = AppState {
         svc,
         auth: Arc::new(auth),
-        config: Arc::new(config),
         openapi: Arc::new(api.to_pretty_json().unwrap_or_default()),
         validations: Arc::new(tokio::sync::Semaphore::new(1)),
+        validation_slots: Arc::new(tokio::sync::Semaphore::new(config.validations_waiting.saturating_add(1))),
+        config: Arc::new(config),
     };
     router.fallback(fallback).layer(axum::middleware::map_response(json_errors)).with_state(state)
 }

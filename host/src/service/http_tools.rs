@@ -90,6 +90,7 @@ async fn submission(headers: &HeaderMap, body: bytes::Bytes) -> Result<(bytes::B
         (status = 401, description = "No or bad token", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Neither multipart nor application/wasm", body = ErrorBody),
+        (status = 503, description = "Too many validations running or waiting (`Retry-After`)", body = ErrorBody),
         (status = 422, description = "Missing part or invalid manifest, the field named", body = ErrorBody),
     ))]
 pub(super) async fn validate_tool(
@@ -98,6 +99,16 @@ pub(super) async fn validate_tool(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Validation>, ApiError> {
+    // A place in the line before the body is read: waiting submissions hold their bodies in memory.
+    let _slot = Arc::clone(&st.validation_slots).try_acquire_owned().map_err(|_| {
+        ApiError::overloaded(
+            format!(
+                "the line of tool validations is full ({} running or waiting); retry later",
+                st.config.validations_waiting.saturating_add(1)
+            ),
+            st.config.retry_after.max(5),
+        )
+    })?;
     let mut config = (*st.config).clone();
     config.max_body = MAX_VALIDATE_BODY;
     let body = read_body(body, &headers, &config).await?;

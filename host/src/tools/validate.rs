@@ -354,25 +354,41 @@ fn build(sandbox: &Arc<Sandbox>, bytes: &[u8], manifest: &Manifest, report: &mut
     })
 }
 
+/// The compile thread of the last validation that stopped waiting for it, if it may still run. The next
+/// validation waits for it to end before compiling, so abandoned compiles never pile up: at most one runs in the
+/// background, however many slow components are submitted.
+static ABANDONED: std::sync::Mutex<Option<std::thread::JoinHandle<()>>> = std::sync::Mutex::new(None);
+
 /// Compile on a thread of its own, so a component that takes too long to compile is rejected instead of holding
 /// the caller (the thread finishes in the background; the size cap bounds its work).
 fn compile(sandbox: &Arc<Sandbox>, bytes: &[u8]) -> Result<Component, String> {
+    compile_within(sandbox, bytes, COMPILE_TIMEOUT)
+}
+
+fn compile_within(sandbox: &Arc<Sandbox>, bytes: &[u8], limit: Duration) -> Result<Component, String> {
+    let earlier = ABANDONED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    if let Some(thread) = earlier {
+        let _ = thread.join();
+    }
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let engine = sandbox.engine().clone();
     let owned = bytes.to_vec();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("converge-validate-compile".into())
         .spawn(move || {
             let _ = tx.send(Component::new(&engine, &owned).map_err(|e| format!("{e:#}")));
         })
         .map_err(|e| format!("could not start compiling: {e}"))?;
-    match rx.recv_timeout(COMPILE_TIMEOUT) {
+    match rx.recv_timeout(limit) {
         Ok(Ok(component)) => Ok(component),
         Ok(Err(e)) => Err(format!(
             "the component is not valid under the host's WebAssembly features: {}",
             e.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(": ")
         )),
-        Err(_) => Err(format!("compiling the component took longer than {} s", COMPILE_TIMEOUT.as_secs())),
+        Err(_) => {
+            *ABANDONED.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(thread);
+            Err(format!("compiling the component took longer than {} s", limit.as_secs()))
+        }
     }
 }
 
@@ -466,5 +482,29 @@ fn expectation(expect: &Expect, result: &Result<String, String>) -> Option<Strin
         (Expect::Error(_), Err(e)) => Some(format!("expected the tool to return an error, but the run failed: {e}")),
         (Expect::Error(_), Ok(got)) => Some(format!("expected an error, got the output {:?}", clip(got, 64))),
         (Expect::Ok(_) | Expect::Contains(_), Err(e)) => Some(format!("expected an output, got an error: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ABANDONED, compile_within};
+    use crate::{Sandbox, SandboxConfig};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn abandoned() -> bool {
+        ABANDONED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
+    }
+
+    #[test]
+    fn a_compile_past_its_bound_is_waited_for_before_the_next_one_starts() {
+        let sandbox = Arc::new(Sandbox::new(SandboxConfig { instances: 1, pooling: false }).unwrap());
+        let (_, path) = converge_tests::GUESTS.iter().find(|(n, _)| *n == "tool-upper").unwrap();
+        let bytes = std::fs::read(path).unwrap();
+        let r = compile_within(&sandbox, &bytes, Duration::ZERO);
+        assert!(r.as_ref().is_err_and(|e| e.contains("took longer")), "{:?}", r.map(drop));
+        assert!(abandoned(), "the timed-out compile is kept to be waited for");
+        assert!(compile_within(&sandbox, &bytes, Duration::from_mins(1)).is_ok());
+        assert!(!abandoned(), "the next compile waited for it first");
     }
 }

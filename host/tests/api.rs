@@ -785,6 +785,10 @@ async fn operations_endpoints_report_metrics_status_and_the_api() {
         ("/v1/jobs/{id}/answers", "post"),
         ("/v1/jobs/{id}/cancel", "post"),
         ("/v1/agents", "get"),
+        ("/v1/tools/validate", "post"),
+        ("/v1/tools", "get"),
+        ("/v1/tools/{id}", "get"),
+        ("/v1/tools/{id}/review", "post"),
         ("/v1/status", "get"),
         ("/health", "get"),
         ("/ready", "get"),
@@ -1115,6 +1119,24 @@ async fn a_revoked_tool_is_not_callable_stays_revoked_and_its_jobs_still_replay(
     let api = start(&dir, Options { cache: cache.clone(), ..Options::default() });
     assert_eq!(api.tool("upper").await["status"], "revoked");
     assert!(api.call_tool("upper", "after a restart").await.starts_with("unknown:"));
+    // Its history: every submission (what it changed) and the review, in order.
+    let r = api.get(&format!("/v1/tools/{}", upper["digest"].as_str().unwrap())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let detail = r.json();
+    assert_eq!((detail["name"].as_str(), detail["status"].as_str()), (Some("upper"), Some("revoked")), "{detail}");
+    let history: Vec<(String, String)> = detail["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap().to_owned(), e["data"]["outcome"].as_str().unwrap_or("-").to_owned()))
+        .collect();
+    let expected =
+        [("submitted", "new"), ("reviewed", "-"), ("submitted", "unchanged"), ("submitted", "kept_by_review")];
+    assert_eq!(history, expected.map(|(k, o)| (k.to_owned(), o.to_owned())), "{detail}");
+    assert_eq!(detail["history"][1]["data"]["reviewer"], "ada");
+    assert_eq!(detail["history"][3]["data"]["status"], "revoked");
+    api.get(&format!("/v1/tools/{}", "0".repeat(64))).await.error(StatusCode::NOT_FOUND, "not_found");
+    api.get("/v1/tools/nope").await.error(StatusCode::NOT_FOUND, "not_found");
     api.stop();
 
     // The job that called it before still replays: a revoked tool's component stays in the store.
@@ -1141,6 +1163,13 @@ async fn tenants_neither_see_nor_call_nor_review_each_others_tools() {
     assert!(globex.call_tool("upper", "hi").await.starts_with("unknown:"));
     assert_eq!(validated(globex.get("/v1/tools").await.json()), Vec::<String>::new());
     assert_eq!(validated(acme.get("/v1/tools").await.json()), ["upper"]);
+    let one = format!("/v1/tools/{}", upper["digest"].as_str().unwrap());
+    globex.get(&one).await.error(StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(acme.get(&one).await.json()["history"][0]["data"]["verdict"], "accepted");
+    // A trusted tool is everyone's, with no history.
+    let score = globex.tool("score").await;
+    let r = globex.get(&format!("/v1/tools/{}", score["id"].as_str().unwrap())).await.json();
+    assert_eq!((r["source"].as_str(), r["history"].as_array().map(Vec::len)), (Some("trusted"), Some(0)), "{r}");
 
     // acme's tool that waits for a review: globex cannot approve it (not found), acme can.
     let clock = acme.validate_raw(guest_bytes("tool-clock"), &manifest("clock", 2)).await.json();

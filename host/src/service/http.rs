@@ -1162,6 +1162,7 @@ fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(list_agents))
         .routes(routes!(super::http_tools::validate_tool))
         .routes(routes!(super::http_tools::list_tools))
+        .routes(routes!(super::http_tools::get_tool))
         .routes(routes!(super::http_tools::review_tool))
         .routes(routes!(status))
         .routes(routes!(health))

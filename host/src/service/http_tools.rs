@@ -1,9 +1,9 @@
 //! `/v1/tools`: validate an untrusted tool, list tools with their verdicts, record a review (SPEC §6).
 
 use super::http::{ApiError, AppState, ErrorBody, RejectedView, Tenant, blocking, parse_json, read_body, reply};
-use crate::store::{ReviewOutcome, ReviewRecord, ToolRecord};
+use crate::store::{ReviewOutcome, ReviewRecord, ToolEvent, ToolRecord};
 use crate::tools::validate::{MAX_TOOL_BYTES, Manifest, Report};
-use crate::tools::{Source, ToolLimits};
+use crate::tools::{Source, Tool, ToolLimits};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -202,6 +202,75 @@ fn view(record: &ToolRecord, callable: bool) -> ToolView {
     }
 }
 
+fn trusted_view(t: &Tool) -> ToolView {
+    ToolView {
+        id: t.digest.clone(),
+        name: t.name.clone(),
+        description: t.description.clone(),
+        source: Source::Trusted,
+        status: "accepted".into(),
+        verdict: None,
+        callable: true,
+        limits: t.limits,
+        tenant: None,
+        created_ms: None,
+        reviews: Vec::new(),
+        reasons: Vec::new(),
+    }
+}
+
+/// One tool and its history.
+#[derive(Serialize, ToSchema)]
+pub struct ToolDetail {
+    /// The tool, as the list shows it.
+    #[serde(flatten)]
+    pub tool: ToolView,
+    /// Every submission of it and every review, oldest first (empty for a trusted tool).
+    pub history: Vec<ToolEvent>,
+}
+
+/// A tool id is a SHA-256 digest: anything else is no tool (404, not 400: it names nothing).
+fn check_id(id: &str) -> Result<(), ApiError> {
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(&format!("tool {} (an id is a SHA-256 digest)", crate::sandbox::clip(id, 80))))
+    }
+}
+
+/// One of the caller's submitted tools, or a trusted tool, with its history: every submission (verdict,
+/// reasons, the manifest's SHA-256, what it changed) and every review. Another tenant's tool is 404.
+#[utoipa::path(get, path = "/v1/tools/{id}", tag = "tools",
+    params(("id" = String, Path, description = "The tool's digest")),
+    responses(
+        (status = 200, description = "The tool and its history", body = ToolDetail),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 404, description = "No such tool of this tenant", body = ErrorBody),
+    ))]
+pub(super) async fn get_tool(
+    State(st): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<ToolDetail>, ApiError> {
+    check_id(&id)?;
+    let store = Arc::clone(st.svc.store());
+    let (owner, digest) = (tenant.clone(), id.clone());
+    let (record, history) = blocking(move || {
+        let record = store.tools()?.into_iter().find(|r| r.tenant == owner && r.digest == digest);
+        Ok((record, store.tool_history(&owner, &digest)?))
+    })
+    .await?;
+    let catalog = st.svc.catalog();
+    if let Some(record) = record {
+        let callable = catalog.tools.for_tenant(&tenant).resolve(&pinned(&record)).is_some();
+        return Ok(Json(ToolDetail { tool: view(&record, callable), history }));
+    }
+    match catalog.tools.iter().find(|t| t.source == Source::Trusted && t.digest == id) {
+        Some(t) => Ok(Json(ToolDetail { tool: trusted_view(t), history: Vec::new() })),
+        None => Err(ApiError::not_found(&format!("tool {id}"))),
+    }
+}
+
 /// List the trusted tools and the caller's own submitted tools, with their verdicts and status. Another
 /// tenant's submissions are neither listed nor callable by this tenant's jobs.
 #[utoipa::path(get, path = "/v1/tools", tag = "tools",
@@ -218,25 +287,8 @@ pub(super) async fn list_tools(
     records.retain(|r| r.tenant == tenant);
     let catalog = st.svc.catalog();
     let own = catalog.tools.for_tenant(&tenant);
-    let mut tools: Vec<ToolView> = catalog
-        .tools
-        .iter()
-        .filter(|t| t.source == Source::Trusted)
-        .map(|t| ToolView {
-            id: t.digest.clone(),
-            name: t.name.clone(),
-            description: t.description.clone(),
-            source: Source::Trusted,
-            status: "accepted".into(),
-            verdict: None,
-            callable: true,
-            limits: t.limits,
-            tenant: None,
-            created_ms: None,
-            reviews: Vec::new(),
-            reasons: Vec::new(),
-        })
-        .collect();
+    let mut tools: Vec<ToolView> =
+        catalog.tools.iter().filter(|t| t.source == Source::Trusted).map(|t| trusted_view(t)).collect();
     for r in &records {
         let callable = own.resolve(&pinned(r)).is_some();
         tools.push(view(r, callable));
@@ -296,12 +348,7 @@ pub(super) async fn review_tool(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<ToolView>, ApiError> {
-    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        return Err(ApiError::not_found(&format!(
-            "tool {} (an id is a SHA-256 digest)",
-            crate::sandbox::clip(&id, 80)
-        )));
-    }
+    check_id(&id)?;
     super::http::require_json(&headers)?;
     let body = read_body(body, &headers, &st.config).await?;
     let ReviewBody { decision, reviewer, comment } = parse_json(&body)?;

@@ -321,6 +321,22 @@ pub struct ToolRecord {
     pub reviews: Vec<ReviewRecord>,
 }
 
+/// One entry of a tool's history: a submission (`submitted`: name, verdict, reasons, the manifest's SHA-256,
+/// `outcome` `new` / `unchanged` / `replaced` / `kept_by_review`, the resulting status) or a review (`reviewed`:
+/// decision, reviewer, comment, the resulting status).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ToolEvent {
+    /// 1, 2, ... per tool.
+    pub seq: u64,
+    /// `submitted` or `reviewed`.
+    pub kind: String,
+    /// What happened.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    /// When, in ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
 /// The outcome of a review.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReviewOutcome {
@@ -405,6 +421,11 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// The store cannot be read.
     fn tools(&self) -> Result<Vec<ToolRecord>, StoreError>;
+    /// The history of the tool `digest` of `tenant`, oldest first (empty for a tool it does not have).
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    fn tool_history(&self, tenant: &str, digest: &str) -> Result<Vec<ToolEvent>, StoreError>;
     /// The component bytes of a tool of `tenant` that may become callable.
     ///
     /// # Errors

@@ -4,10 +4,11 @@
 
 use super::{
     Admission, AnswerOutcome, CancelOutcome, CycleRecord, Event, JobRecord, JobSummary, ListFilter, NewJob, NewTool,
-    Outcome, Park, Reply, ReviewOutcome, ReviewRecord, Started, Store, StoreError, ToolRecord,
+    Outcome, Park, Reply, ReviewOutcome, ReviewRecord, Started, Store, StoreError, ToolEvent, ToolRecord,
 };
 use converge_engine::Status;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use sha2::Digest;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -95,6 +96,15 @@ CREATE TABLE IF NOT EXISTS tool_reviews (
     tenant   TEXT NOT NULL,
     at_ms    INTEGER NOT NULL,
     PRIMARY KEY (owner, digest, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tool_events (
+    tenant   TEXT NOT NULL,
+    digest   TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    kind     TEXT NOT NULL,
+    data     TEXT NOT NULL,
+    at_ms    INTEGER NOT NULL,
+    PRIMARY KEY (tenant, digest, seq)
 ) WITHOUT ROWID;
 PRAGMA user_version = 2;
 ";
@@ -779,26 +789,63 @@ fn load_reviews(c: &Connection, owner: &str, digest: &str) -> Result<Vec<ReviewR
 }
 
 fn put_tool(c: &Connection, t: &NewTool) -> Result<ToolRecord, StoreError> {
+    let existing = load_tool(c, &t.tenant, &t.digest)?;
     // The same submission again changes nothing; nor does any submission of a component a reviewer rejected or
     // revoked (a new manifest must not undo a human decision).
-    if let Some(existing) = load_tool(c, &t.tenant, &t.digest)?
-        && (existing.manifest == t.manifest || existing.reviews.iter().any(|r| r.decision != "approve"))
-    {
-        return Ok(existing);
+    let outcome = match &existing {
+        None => "new",
+        Some(e) if e.manifest == t.manifest => "unchanged",
+        Some(e) if e.reviews.iter().any(|r| r.decision != "approve") => "kept_by_review",
+        Some(_) => "replaced",
+    };
+    if matches!(outcome, "new" | "replaced") {
+        let now = to_i64(t.now_ms);
+        let accepted = (t.verdict == "accepted").then_some(now);
+        exec(
+            c,
+            "INSERT INTO tools (digest, name, tenant, status, verdict, manifest, report, component, created_ms,
+                                updated_ms, accepted_ms)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?8, ?9)
+             ON CONFLICT (tenant, digest) DO UPDATE SET name = ?2, status = ?4, verdict = ?4, manifest = ?5,
+                 report = ?6, component = ?7, updated_ms = ?8, accepted_ms = ?9",
+            params![t.digest, t.name, t.tenant, t.verdict, t.manifest, t.report, t.component, now, accepted],
+        )
+        .map_err(|e| db(&e))?;
     }
-    let now = to_i64(t.now_ms);
-    let accepted = (t.verdict == "accepted").then_some(now);
+    let record =
+        load_tool(c, &t.tenant, &t.digest)?.ok_or_else(|| StoreError::Db(format!("tool {} vanished", t.digest)))?;
+    // Every submission is in the tool's history, whatever it changed.
+    let reasons = serde_json::from_str::<serde_json::Value>(&t.report).ok().map(|r| r["reasons"].clone());
+    let data = serde_json::json!({
+        "name": t.name,
+        "verdict": t.verdict,
+        "reasons": reasons,
+        "manifest_sha256": crate::hex(&sha2::Sha256::digest(t.manifest.as_bytes())),
+        "outcome": outcome,
+        "status": record.status,
+    });
+    push_tool_event(c, &t.tenant, &t.digest, "submitted", &data, t.now_ms)?;
+    Ok(record)
+}
+
+/// Append to a tool's history.
+fn push_tool_event(
+    c: &Connection,
+    tenant: &str,
+    digest: &str,
+    kind: &str,
+    data: &serde_json::Value,
+    at_ms: u64,
+) -> Result<(), StoreError> {
     exec(
         c,
-        "INSERT INTO tools (digest, name, tenant, status, verdict, manifest, report, component, created_ms, updated_ms,
-                            accepted_ms)
-         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?8, ?9)
-         ON CONFLICT (tenant, digest) DO UPDATE SET name = ?2, status = ?4, verdict = ?4, manifest = ?5,
-             report = ?6, component = ?7, updated_ms = ?8, accepted_ms = ?9",
-        params![t.digest, t.name, t.tenant, t.verdict, t.manifest, t.report, t.component, now, accepted],
+        "INSERT INTO tool_events (tenant, digest, seq, kind, data, at_ms)
+         VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM tool_events WHERE tenant = ?1 AND digest = ?2),
+                 ?3, ?4, ?5)",
+        params![tenant, digest, kind, data.to_string(), to_i64(at_ms)],
     )
-    .map_err(|e| db(&e))?;
-    load_tool(c, &t.tenant, &t.digest)?.ok_or_else(|| StoreError::Db(format!("tool {} vanished", t.digest)))
+    .map(drop)
+    .map_err(|e| db(&e))
 }
 
 fn review_tool(c: &Connection, owner: &str, digest: &str, r: &ReviewRecord) -> Result<ReviewOutcome, StoreError> {
@@ -833,6 +880,13 @@ fn review_tool(c: &Connection, owner: &str, digest: &str, r: &ReviewRecord) -> R
     )
     .map_err(|e| db(&e))?;
     let tool = load_tool(c, owner, digest)?.ok_or_else(|| StoreError::Db(format!("tool {digest} vanished")))?;
+    let data = serde_json::json!({
+        "decision": r.decision,
+        "reviewer": r.reviewer,
+        "comment": r.comment,
+        "status": tool.status,
+    });
+    push_tool_event(c, owner, digest, "reviewed", &data, r.at_ms)?;
     Ok(ReviewOutcome::Recorded(Box::new(tool)))
 }
 
@@ -1016,6 +1070,28 @@ impl Store for SqliteStore {
                 t.reviews = load_reviews(c, &t.tenant, &t.digest)?;
             }
             Ok(tools)
+        })
+    }
+
+    fn tool_history(&self, tenant: &str, digest: &str) -> Result<Vec<ToolEvent>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT seq, kind, data, at_ms FROM tool_events WHERE tenant = ?1 AND digest = ?2 ORDER BY seq",
+                )
+                .map_err(|e| db(&e))?;
+            let rows = stmt
+                .query_map(params![tenant, digest], |r| {
+                    let data: String = r.get(2)?;
+                    Ok(ToolEvent {
+                        seq: to_u64(r.get(0)?),
+                        kind: r.get(1)?,
+                        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data)),
+                        at_ms: to_u64(r.get(3)?),
+                    })
+                })
+                .map_err(|e| db(&e))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| db(&e))
         })
     }
 

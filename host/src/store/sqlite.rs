@@ -110,49 +110,23 @@ PRAGMA user_version = 2;
 ";
 
 /// Version 1 to 2: a tool belongs to the tenant that submitted it (unique by tenant and digest, not by digest),
-/// and its reviews are keyed by that owner. Version 1 had one record per digest, so the owner of each review is
-/// exactly its tool's tenant.
-const MIGRATE_1_TO_2: &str = "
-BEGIN IMMEDIATE;
+/// and its reviews are keyed by that owner. Run as: [`MIGRATE_1_TO_2_SET_ASIDE`], [`SCHEMA`] (which creates the
+/// new tables), [`MIGRATE_1_TO_2_COPY`], in one transaction. Version 1 had one record per digest, so the owner
+/// of each review is exactly its tool's tenant.
+const MIGRATE_1_TO_2_SET_ASIDE: &str = "
 ALTER TABLE tools RENAME TO tools_v1;
 ALTER TABLE tool_reviews RENAME TO tool_reviews_v1;
-CREATE TABLE tools (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    digest      TEXT NOT NULL,
-    name        TEXT NOT NULL,
-    tenant      TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    verdict     TEXT NOT NULL,
-    manifest    TEXT NOT NULL,
-    report      TEXT NOT NULL,
-    component   BLOB,
-    created_ms  INTEGER NOT NULL,
-    updated_ms  INTEGER NOT NULL,
-    accepted_ms INTEGER,
-    UNIQUE (tenant, digest)
-);
+";
+const MIGRATE_1_TO_2_COPY: &str = "
 INSERT INTO tools (seq, digest, name, tenant, status, verdict, manifest, report, component, created_ms, updated_ms,
                    accepted_ms)
     SELECT seq, digest, name, tenant, status, verdict, manifest, report, component, created_ms, updated_ms,
            accepted_ms FROM tools_v1;
-CREATE TABLE tool_reviews (
-    owner    TEXT NOT NULL,
-    digest   TEXT NOT NULL,
-    seq      INTEGER NOT NULL,
-    decision TEXT NOT NULL,
-    reviewer TEXT NOT NULL,
-    comment  TEXT NOT NULL,
-    tenant   TEXT NOT NULL,
-    at_ms    INTEGER NOT NULL,
-    PRIMARY KEY (owner, digest, seq)
-) WITHOUT ROWID;
 INSERT INTO tool_reviews (owner, digest, seq, decision, reviewer, comment, tenant, at_ms)
     SELECT t.tenant, r.digest, r.seq, r.decision, r.reviewer, r.comment, r.tenant, r.at_ms
     FROM tool_reviews_v1 r JOIN tools t ON t.digest = r.digest;
 DROP TABLE tools_v1;
 DROP TABLE tool_reviews_v1;
-PRAGMA user_version = 2;
-COMMIT;
 ";
 
 /// Called with each event after the transaction holding it commits (the service feeds live streams from it).
@@ -247,7 +221,8 @@ impl SqliteStore {
             )));
         }
         if version == 1 {
-            conn.execute_batch(MIGRATE_1_TO_2)
+            let migrate = format!("BEGIN IMMEDIATE; {MIGRATE_1_TO_2_SET_ASIDE} {SCHEMA} {MIGRATE_1_TO_2_COPY} COMMIT;");
+            conn.execute_batch(&migrate)
                 .map_err(|e| StoreError::Db(format!("{}: migrating to schema version 2: {e}", path.display())))?;
         }
         conn.execute_batch(SCHEMA).map_err(|e| StoreError::Db(format!("{}: {e}", path.display())))?;

@@ -243,8 +243,8 @@ fn pinned_tools(
 ) -> Result<ToolSet, Exit> {
     let called: std::collections::BTreeSet<&str> =
         traces.iter().flat_map(|t| &t.agents).flat_map(|a| &a.tools).filter_map(|c| c.digest.as_deref()).collect();
-    let mut records = store.tools().map_err(|e| Exit(2, e.to_string()))?;
-    records.retain(|r| r.tenant == tenant && called.contains(r.digest.as_str()));
+    let mut records = store.tools(Some(tenant)).map_err(|e| Exit(2, e.to_string()))?;
+    records.retain(|r| called.contains(r.digest.as_str()));
     records.sort_by_key(|r| r.accepted_ms);
     let cache = Cache::new(opts.cache.clone().unwrap_or_else(|| opts.data.join("cache")), sandbox.engine());
     let mut validated = Vec::new();

@@ -1214,7 +1214,7 @@ fn a_version_1_store_keeps_its_tools_and_reviews_when_migrated() {
     drop(v1);
 
     let store = SqliteStore::open(&dir.join("data"), None).unwrap();
-    let tools = store.tools().unwrap();
+    let tools = store.tools(None).unwrap();
     assert_eq!(tools.len(), 1);
     let t = &tools[0];
     assert_eq!((t.digest.as_str(), t.tenant.as_str(), t.status.as_str()), ("d1", "acme", "accepted"));

@@ -255,11 +255,8 @@ pub(super) async fn get_tool(
     check_id(&id)?;
     let store = Arc::clone(st.svc.store());
     let (owner, digest) = (tenant.clone(), id.clone());
-    let (record, history) = blocking(move || {
-        let record = store.tools()?.into_iter().find(|r| r.tenant == owner && r.digest == digest);
-        Ok((record, store.tool_history(&owner, &digest)?))
-    })
-    .await?;
+    let (record, history) =
+        blocking(move || Ok((store.tool(&owner, &digest)?, store.tool_history(&owner, &digest)?))).await?;
     let catalog = st.svc.catalog();
     if let Some(record) = record {
         let callable = catalog.tools.for_tenant(&tenant).resolve(&pinned(&record)).is_some();
@@ -283,8 +280,8 @@ pub(super) async fn list_tools(
     Tenant(tenant): Tenant,
 ) -> Result<Json<ToolsView>, ApiError> {
     let store = Arc::clone(st.svc.store());
-    let mut records = blocking(move || store.tools()).await?;
-    records.retain(|r| r.tenant == tenant);
+    let owner = tenant.clone();
+    let records = blocking(move || store.tools(Some(&owner))).await?;
     let catalog = st.svc.catalog();
     let own = catalog.tools.for_tenant(&tenant);
     let mut tools: Vec<ToolView> =

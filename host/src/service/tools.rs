@@ -15,7 +15,7 @@ impl Service {
     /// Make every stored tool that is `accepted` callable again, in the order they were accepted. A tool that no
     /// longer compiles or links is skipped with a warning (it stays in the store).
     pub(super) fn load_validated_tools(&self) {
-        let records = match self.store.tools() {
+        let records = match self.store.tools(None) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the stored tools failed; none are callable");

@@ -416,11 +416,16 @@ pub trait Store: Send + Sync {
     /// `reject` never; on an accepted one, `revoke` makes it uncallable from then on. Another tenant's tool is
     /// [`ReviewOutcome::UnknownTool`].
     fn review_tool(&self, tenant: &str, digest: &str, review: ReviewRecord) -> Reply<ReviewOutcome>;
-    /// Every stored tool of every tenant, in the order they were first stored.
+    /// Every stored tool of `tenant` (of every tenant, with `None`), in the order they were first stored.
     ///
     /// # Errors
     /// The store cannot be read.
-    fn tools(&self) -> Result<Vec<ToolRecord>, StoreError>;
+    fn tools(&self, tenant: Option<&str>) -> Result<Vec<ToolRecord>, StoreError>;
+    /// The tool `digest` of `tenant`, if it has one.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    fn tool(&self, tenant: &str, digest: &str) -> Result<Option<ToolRecord>, StoreError>;
     /// The history of the tool `digest` of `tenant`, oldest first (empty for a tool it does not have).
     ///
     /// # Errors

@@ -1032,12 +1032,12 @@ impl Store for SqliteStore {
         self.send(|tx| Op::Review { tenant: tenant.to_owned(), digest: digest.to_owned(), review, tx })
     }
 
-    fn tools(&self) -> Result<Vec<ToolRecord>, StoreError> {
+    fn tools(&self, tenant: Option<&str>) -> Result<Vec<ToolRecord>, StoreError> {
         self.read(|c| {
-            let sql = format!("SELECT {TOOL_COLUMNS} FROM tools ORDER BY seq");
+            let sql = format!("SELECT {TOOL_COLUMNS} FROM tools WHERE ?1 IS NULL OR tenant = ?1 ORDER BY seq");
             let mut stmt = c.prepare_cached(&sql).map_err(|e| db(&e))?;
             let mut tools = stmt
-                .query_map([], tool_row)
+                .query_map(params![tenant], tool_row)
                 .map_err(|e| db(&e))?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(|e| db(&e))?;
@@ -1046,6 +1046,10 @@ impl Store for SqliteStore {
             }
             Ok(tools)
         })
+    }
+
+    fn tool(&self, tenant: &str, digest: &str) -> Result<Option<ToolRecord>, StoreError> {
+        self.read(|c| load_tool(c, tenant, digest))
     }
 
     fn tool_history(&self, tenant: &str, digest: &str) -> Result<Vec<ToolEvent>, StoreError> {

@@ -34,15 +34,18 @@
 //! - Nothing a component returns can make the engine panic: every breach becomes a diagnostic.
 
 mod context;
+mod driver;
 mod exec;
 mod hash;
 mod job;
+mod merge;
 mod model;
 pub mod names;
 mod report;
 mod spec;
 
 pub use context::{FactRef, View};
+pub use driver::{Inputs, Journal, Silent, drive};
 pub use exec::{Agent, Control, Execution, Executor, Interrupt, Invariant, NoInterrupt, RayonExecutor, SerialExecutor};
 pub use hash::hex;
 pub use job::{AnswerError, Job, JobError, check_agent_info, check_invariant_info};

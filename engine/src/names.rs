@@ -48,11 +48,19 @@ pub(crate) fn shown(s: &str) -> String {
     if s.len() <= MAX {
         return format!("{s:?}");
     }
-    let mut end = MAX;
+    format!("{:?}… ({} bytes)", clip(s, MAX), s.len())
+}
+
+/// `s` cut to at most `max` bytes on a character boundary: how untrusted text is bounded before it is shown.
+pub fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{:?}… ({} bytes)", &s[..end], s.len())
+    &s[..end]
 }
 
 /// Check that `key` is 1–128 characters of `[a-z0-9._/-]`.
@@ -104,10 +112,7 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
 /// Cut `s` to at most `max` bytes on a character boundary.
 pub(crate) fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
+        let end = clip(&s, max).len();
         s.truncate(end);
         s.push('…');
     }

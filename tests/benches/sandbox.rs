@@ -15,7 +15,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use converge_engine::{Agent, AgentInfo, Effect, Execution, Fact, Job, JobSpec, RayonExecutor, View};
-use converge_host::{Registry, Sandbox, SandboxConfig, roster};
+use converge_runtime::{Registry, roster};
+use converge_sandbox::{Sandbox, SandboxConfig};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -158,7 +159,7 @@ fn tool(c: &mut Criterion, sandbox: &Arc<Sandbox>) {
     let mut group = c.benchmark_group("tool");
     group.measurement_time(Duration::from_secs(4));
     group.bench_function("invoke", |b| {
-        b.iter(|| converge_host::tools::invoke(sandbox, &upper, "hello", [7; 32]).result.unwrap());
+        b.iter(|| converge_runtime::tools::invoke(sandbox, &upper, "hello", [7; 32]).result.unwrap());
     });
     for (name, call) in [("agent-denied", "undeclared\nhello"), ("agent-invoke", "upper\nhello")] {
         let mut spec = JobSpec::new("bench");

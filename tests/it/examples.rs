@@ -1,8 +1,9 @@
 //! The example agents of `agents/` and the example jobs of `examples/`, through the real host.
 
 use converge_engine::{Job, JobResult, JobSpec, Status};
-use converge_host::runner::Deadline;
-use converge_host::{Catalog, Registry, Sandbox, SandboxConfig, roster};
+use converge_runtime::{Catalog, Registry, roster};
+use converge_sandbox::{Sandbox, SandboxConfig};
+use converge_service::Deadline;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,13 +111,14 @@ fn review_waits_for_a_human_and_resumes_on_the_answer() {
 
 #[test]
 fn the_example_tools_pass_their_manifests_and_the_workflow_calls_them() {
-    use converge_host::tools::{Manifest, Verdict, validate};
+    use converge_runtime::tools::validate;
+    use converge_store::{Manifest, Verdict};
     let sandbox = sandbox();
     for (name, path) in TOOLS {
         let manifest =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../agents/tools").join(name).join("manifest.json");
         let manifest = Manifest::parse(&std::fs::read(manifest).unwrap()).unwrap();
-        let report = validate(&sandbox, &std::fs::read(path).unwrap(), &manifest).report;
+        let report = validate(&sandbox, None, &std::fs::read(path).unwrap(), &manifest).report;
         assert_eq!(report.verdict, Verdict::Accepted, "{report:#?}");
     }
     let catalog = catalog("with-tools", &sandbox);

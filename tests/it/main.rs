@@ -21,3 +21,6 @@ mod examples;
 
 /// Tools: agents calling them through the host, and the validation pipeline on good and hostile tools.
 mod tools;
+
+/// The HTTP API in-process: the real router over a real service, store and runtime, driven with `oneshot`.
+mod api;

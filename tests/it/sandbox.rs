@@ -4,8 +4,9 @@
 //! SPEC failure kind (which only that limit produces), that the job goes on, and that the host survives.
 
 use converge_engine::{CycleTrace, DiagnosticKind, FailureKind, Job, JobResult, JobSpec, Outcome, Reason, Status};
-use converge_host::runner::Deadline;
-use converge_host::{Catalog, Registry, Sandbox, SandboxConfig, roster};
+use converge_runtime::{Catalog, Registry, roster};
+use converge_sandbox::{Sandbox, SandboxConfig};
+use converge_service::Deadline;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -277,7 +278,7 @@ fn chatter_is_capped_not_failed() {
     assert!(result.diagnostics.is_empty());
     let logs = &trace[0].agents[0].logs;
     let bytes: usize = logs.iter().map(String::len).sum();
-    assert!(bytes <= 2 * converge_host::sandbox::OUTPUT_CAP, "{bytes} bytes kept");
+    assert!(bytes <= 2 * converge_sandbox::OUTPUT_CAP, "{bytes} bytes kept");
     assert!(logs.last().unwrap().contains("not kept"), "{:?}", logs.last());
 }
 

@@ -2,10 +2,13 @@
 //! validation pipeline on good and hostile tools (SPEC §6). Every hostile tool is a guest under `tests/guests/`.
 
 use converge_engine::{CycleTrace, Job, JobResult, JobSpec, Status, ToolCall, ToolOutcome};
-use converge_host::runner::Deadline;
-use converge_host::tools::validate::{Expect, MAX_TOOL_BYTES, Manifest, Report, TestCase, validate};
-use converge_host::tools::{ToolLimits, Verdict};
-use converge_host::{Catalog, Registry, Sandbox, SandboxConfig, roster};
+use converge_runtime::tools::validate;
+use converge_runtime::{Catalog, Registry, roster};
+use converge_sandbox::{Sandbox, SandboxConfig};
+use converge_service::Deadline;
+use converge_store::tool::MAX_TOOL_BYTES;
+use converge_store::{Expect, Manifest, Report, TestCase};
+use converge_store::{ToolLimits, Verdict};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -194,7 +197,7 @@ fn upper() -> Manifest {
 }
 
 fn check(bytes: &[u8], manifest: &Manifest) -> Report {
-    let report = validate(&sandbox(), bytes, manifest).report;
+    let report = validate(&sandbox(), None, bytes, manifest).report;
     assert_eq!(report.reasons.is_empty(), report.verdict == Verdict::Accepted, "{report:#?}");
     report
 }

@@ -1,0 +1,169 @@
+//! `converge serve`: the store, the runtime, the service and the HTTP API, wired together and served until
+//! Ctrl-C or SIGTERM.
+
+use crate::Exit;
+use crate::load::{Load, executor, thread_count};
+use converge_http::server::{ServerConfig, refuses_without_tokens};
+use converge_http::{Auth, HttpConfig};
+use converge_runtime::WasmRuntime;
+use converge_service::{AdaptiveExecutor, Service, ServiceConfig, Watchers};
+use converge_store::{SqliteStore, Store};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub(crate) struct Serve {
+    #[command(flatten)]
+    load: Load,
+    /// Address to listen on. Anything but loopback needs `--token-file` (or `--insecure`).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Bearer tokens: one `TENANT TOKEN` per line. Without it there is one tenant and no authentication.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Serve a non-loopback address without tokens.
+    #[arg(long)]
+    insecure: bool,
+    /// Threads for agent calls (default: the number of cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Jobs run at once (default: twice the threads).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Jobs admitted and waiting to start, at most; beyond it submissions get 503.
+    #[arg(long, default_value_t = 4096)]
+    queue: usize,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body: usize,
+    /// Longest `?wait=` honoured, in seconds.
+    #[arg(long, default_value_t = 60)]
+    max_wait: u64,
+    /// Time allowed for a request's headers to arrive, in milliseconds (slow clients are cut off).
+    #[arg(long, default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// Open connections at most.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+    }
+}
+
+pub(crate) fn serve(opts: &Serve) -> Result<u8, Exit> {
+    init_logs(opts.log_format);
+    let auth = match &opts.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| Exit::input(format!("{}: {e}", path.display())))?;
+            Auth::parse(&text).map_err(|e| Exit::input(format!("{}: {e}", path.display())))?
+        }
+        None => Auth::none(),
+    };
+    if refuses_without_tokens(&opts.addr) && !auth.enabled() && !opts.insecure {
+        return Err(Exit::input(format!(
+            "refusing to serve {} without --token-file: anyone who can reach it could run jobs \
+             (use a loopback address, give --token-file, or pass --insecure)",
+            opts.addr
+        )));
+    }
+    let threads = thread_count(opts.threads)?;
+    let workers = opts.workers.unwrap_or(threads * 2);
+    if workers == 0 || opts.queue == 0 {
+        return Err(Exit::input("--workers and --queue must be at least 1"));
+    }
+    let watchers = Arc::new(Watchers::default());
+    let hook = Arc::clone(&watchers);
+    let store = SqliteStore::open(&opts.load.data, Some(Arc::new(move |e| hook.publish(e)))).map_err(Exit::failure)?;
+    let store: Arc<SqliteStore> = Arc::new(store);
+    // Guests run on the agent threads, on the workers (once jobs fill the cores), and on the threads that load
+    // components and validate tools.
+    let runtime = Arc::new(WasmRuntime::new(opts.load.registry(threads + workers + 2)?));
+    let config = ServiceConfig {
+        workers,
+        queue: opts.queue,
+        max_wait: Duration::from_secs(opts.max_wait),
+        ..ServiceConfig::default()
+    };
+    let executor = AdaptiveExecutor::new(executor(threads)?, threads);
+    let svc = Service::new(Arc::clone(&store) as Arc<dyn Store>, runtime, executor, watchers, config)
+        .map_err(|e| Exit::input(e.to_string()))?;
+    let inventory = svc.inventory();
+    for r in &inventory.rejected {
+        tracing::warn!(file = %r.file, reason = %r.reason, "component rejected");
+    }
+    let resumed = svc.start().map_err(Exit::failure)?;
+    let app =
+        converge_http::app(Arc::clone(&svc), HttpConfig { auth, max_body: opts.max_body, ..HttpConfig::default() });
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("converge-http")
+        .enable_all()
+        .build()
+        .map_err(|e| Exit::failure(format!("starting the runtime: {e}")))?;
+    let addr = opts.addr;
+    let served = tokio.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| Exit::input(format!("binding {addr}: {e}")))?;
+        let local = listener.local_addr().map_err(Exit::failure)?;
+        tracing::info!(
+            addr = %local,
+            agents = inventory.agents.len(),
+            resumed,
+            workers,
+            threads,
+            data = %opts.load.data.display(),
+            "converge serving"
+        );
+        let server = ServerConfig {
+            header_timeout: Duration::from_millis(opts.header_timeout_ms.max(1)),
+            max_connections: opts.max_connections.max(1),
+            ..ServerConfig::default()
+        };
+        converge_http::server::serve(listener, app, server, shutdown_signal()).await;
+        Ok::<(), Exit>(())
+    });
+    svc.shutdown();
+    store.close();
+    tracing::info!("stopped; unfinished jobs resume at the next start");
+    served.map(|()| 0)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,265 @@
+//! Admission and the writes clients make to a job: submit (ids, the canonical spec, a place in the queue, the
+//! commit, the push), answer and cancel. Every front end calls these, so every front end gets the same rules
+//! and bounds. Each write that must not be lost runs in a task of its own: a caller that goes away after the
+//! commit cannot leave a committed job unqueued or a resumable job waiting.
+
+use crate::error::ServiceError;
+use crate::service::{Service, blocking, now_ms, reply};
+use crate::worker::placeholder;
+use converge_engine::{Job, JobResult, JobSpec, Status};
+use converge_store::{Admission, AnswerOutcome, CancelOutcome, Event, JobRecord, NewJob};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// Longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// What a submission got.
+#[derive(Debug)]
+pub enum Submitted {
+    /// The job is committed; it has not ended (or the caller did not wait).
+    Accepted {
+        /// Its id.
+        id: String,
+        /// Its status now.
+        status: Status,
+    },
+    /// The job ended within the wait; its result.
+    Ended(Box<JobResult>),
+}
+
+impl Submitted {
+    /// The job's id.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Accepted { id, .. } => id,
+            Self::Ended(r) => &r.id,
+        }
+    }
+}
+
+/// Check an idempotency key: 1 to 255 visible ASCII characters.
+///
+/// # Errors
+/// [`ServiceError::Invalid`] naming the rule.
+pub fn check_idempotency_key(key: &str) -> Result<(), ServiceError> {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !key.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return Err(ServiceError::Invalid(format!(
+            "Idempotency-Key: 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        )));
+    }
+    Ok(())
+}
+
+impl Service {
+    /// Submit a job of `tenant`. The job is committed before this returns; with `wait`, it returns when the job
+    /// ends or waits for answers, or after `wait` (at most `max_wait`), whichever comes first.
+    ///
+    /// # Errors
+    /// An unknown agent or invariant ([`ServiceError::InvalidSpec`]), a bad or reused idempotency key, a full
+    /// queue ([`ServiceError::Overloaded`]), or a store failure.
+    pub async fn submit(
+        self: &Arc<Self>,
+        tenant: &str,
+        spec: JobSpec,
+        idempotency_key: Option<String>,
+        wait: Option<Duration>,
+    ) -> Result<Submitted, ServiceError> {
+        if let Some(key) = &idempotency_key {
+            check_idempotency_key(key)?;
+        }
+        let wait = wait.map(|w| w.min(self.config.max_wait));
+        self.check_names(&spec, tenant)?;
+        let permit = self.queue.reserve().ok_or_else(|| ServiceError::Overloaded {
+            message: format!("the queue is full ({} jobs waiting to start); retry later", self.queue.capacity()),
+            retry_after: self.config.retry_after,
+        })?;
+        let canonical = serde_json::to_string(&spec).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let spec_hash = converge_engine::hex(&Sha256::digest(canonical.as_bytes()));
+        let id = format!("job_{}", uuid::Uuid::now_v7().simple());
+        let new = NewJob {
+            id: id.clone(),
+            tenant: tenant.to_owned(),
+            spec: canonical,
+            spec_hash,
+            goal: spec.goal.clone(),
+            labels: spec.labels.clone(),
+            idempotency_key,
+            now_ms: now_ms(),
+        };
+        let svc = Arc::clone(self);
+        let queued = id.clone();
+        let (admission, watch) = tokio::spawn(async move {
+            let admission = reply(svc.store.create_job(new)).await;
+            let mut watch = None;
+            if let Ok(Admission::Created) = admission {
+                // Nothing runs the job before it is queued, so subscribing here misses none of its stops (and a
+                // refused or replayed submission leaves no channel behind).
+                watch = wait.and_then(|_| svc.watch(&queued));
+                permit.push(queued);
+            }
+            admission.map(|a| (a, watch))
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        let (id, status, watch) = match admission {
+            Admission::Created => {
+                tracing::info!(job = %id, tenant = %tenant, "job accepted");
+                (id, Status::Queued, watch)
+            }
+            Admission::Existing { id, status } => {
+                let stoppable = matches!(status, Status::Queued | Status::Running);
+                let watch = wait.filter(|_| stoppable).and_then(|_| self.watch(&id));
+                // Look again after subscribing: a stop committed before the subscription is never published to it.
+                let status = if watch.is_some() { self.record(tenant, &id).await?.status } else { status };
+                (id, status, watch)
+            }
+            Admission::KeyConflict { id } => return Err(ServiceError::IdempotencyConflict { job: id }),
+        };
+        if let (Some(wait), Some(rx)) = (wait, watch)
+            && matches!(status, Status::Queued | Status::Running)
+        {
+            wait_for_stop(rx, wait).await;
+        }
+        let record = self.record(tenant, &id).await?;
+        if wait.is_some() && record.status.is_terminal() {
+            return Ok(Submitted::Ended(Box::new(self.current_result(&record))));
+        }
+        Ok(Submitted::Accepted { id, status: record.status })
+    }
+
+    /// Unknown agent or invariant names are the client's mistake, named by the engine's check.
+    fn check_names(&self, spec: &JobSpec, tenant: &str) -> Result<(), ServiceError> {
+        let (agents, invariants) = self.runtime.roster(spec, tenant, "-");
+        Job::new(spec, &agents, &invariants).map(drop).map_err(|e| ServiceError::InvalidSpec(e.to_string()))
+    }
+
+    /// Answer an open question of a job of `tenant`. Returns whether the job had every answer and was queued
+    /// to resume.
+    ///
+    /// # Errors
+    /// No such job or question, an answered question, an ended job, an answer over `max_fact_bytes`, or a
+    /// store failure.
+    pub async fn answer(
+        self: &Arc<Self>,
+        tenant: &str,
+        id: &str,
+        question: &str,
+        answer: String,
+    ) -> Result<bool, ServiceError> {
+        let record = self.record(tenant, id).await?;
+        if let Ok(spec) = JobSpec::from_json(&record.spec)
+            && answer.len() as u64 > spec.budget.max_fact_bytes
+        {
+            return Err(ServiceError::Invalid(format!(
+                "answer: {} bytes, more than budget.max_fact_bytes ({})",
+                answer.len(),
+                spec.budget.max_fact_bytes
+            )));
+        }
+        let svc = Arc::clone(self);
+        let (t, j, q) = (tenant.to_owned(), id.to_owned(), question.to_owned());
+        let outcome = tokio::spawn(async move {
+            let outcome = reply(svc.store.answer(&t, &j, &q, &answer, now_ms())).await;
+            if let Ok(AnswerOutcome::Recorded { resume: true }) = outcome {
+                svc.queue.push(j);
+            }
+            outcome
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        match outcome {
+            AnswerOutcome::Recorded { resume } => Ok(resume),
+            AnswerOutcome::UnknownJob => Err(ServiceError::NotFound(format!("job {id}"))),
+            AnswerOutcome::UnknownQuestion => {
+                Err(ServiceError::UnknownQuestion { job: id.to_owned(), question: question.to_owned() })
+            }
+            AnswerOutcome::AlreadyAnswered => {
+                Err(ServiceError::AlreadyAnswered { job: id.to_owned(), question: question.to_owned() })
+            }
+            AnswerOutcome::Finished(status) => Err(ServiceError::Finished { job: id.to_owned(), status }),
+        }
+    }
+
+    /// Cancel a job of `tenant`: a queued job ends without running, a running one at its next cycle, a waiting
+    /// one at once, with the facts it had. Returns its status when the cancel was recorded.
+    ///
+    /// # Errors
+    /// No such job, an ended job, or a store failure.
+    pub async fn cancel(self: &Arc<Self>, tenant: &str, id: &str) -> Result<Status, ServiceError> {
+        check_job_id(id)?;
+        let svc = Arc::clone(self);
+        let (t, j) = (tenant.to_owned(), id.to_owned());
+        let outcome = tokio::spawn(async move {
+            let outcome = reply(svc.store.cancel(&t, &j, now_ms())).await;
+            if let Ok(CancelOutcome::Requested { requeue, .. }) = outcome {
+                svc.interrupt(&j);
+                if requeue {
+                    svc.queue.push(j);
+                }
+            }
+            outcome
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        match outcome {
+            CancelOutcome::Requested { status, .. } => Ok(status),
+            CancelOutcome::UnknownJob => Err(ServiceError::NotFound(format!("job {id}"))),
+            CancelOutcome::Finished(status) => Err(ServiceError::Finished { job: id.to_owned(), status }),
+        }
+    }
+
+    /// The stored job `id` of `tenant`.
+    pub(crate) async fn record(&self, tenant: &str, id: &str) -> Result<JobRecord, ServiceError> {
+        check_job_id(id)?;
+        let store = Arc::clone(&self.store);
+        let (t, j) = (tenant.to_owned(), id.to_owned());
+        blocking(move || store.job(Some(&t), &j)).await?.ok_or_else(|| ServiceError::NotFound(format!("job {id}")))
+    }
+
+    /// The SPEC §4 result of a job as it stands: the stored result when waiting or ended, the last cycle's
+    /// snapshot while running, an empty result while queued.
+    pub(crate) fn current_result(&self, record: &JobRecord) -> JobResult {
+        if record.status == Status::Running
+            && let Some(snap) = self.snapshot(&record.id)
+        {
+            let mut r = (*snap).clone();
+            r.status = Status::Running;
+            return r;
+        }
+        if let Some(text) = &record.result
+            && let Ok(mut r) = serde_json::from_str::<JobResult>(text)
+        {
+            r.status = record.status;
+            return r;
+        }
+        placeholder(&record.id, record.status, None)
+    }
+}
+
+/// A job id is what `submit` makes: anything else names no job (not found, not a bad request).
+///
+/// # Errors
+/// [`ServiceError::NotFound`].
+pub(crate) fn check_job_id(id: &str) -> Result<(), ServiceError> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        return Err(ServiceError::NotFound("such job".into()));
+    }
+    Ok(())
+}
+
+/// Wait until the job ends or waits for answers, or `limit` passes.
+async fn wait_for_stop(mut rx: broadcast::Receiver<Arc<Event>>, limit: Duration) {
+    let _ = tokio::time::timeout(limit, async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) if e.kind.is_stop() => return,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    })
+    .await;
+}

@@ -1,0 +1,254 @@
+//! The [`Service`] value: the store, the runtime, the queue and the workers, and the plumbing every call shares.
+
+use crate::deadline::Deadline;
+use crate::error::ServiceError;
+use crate::executor::AdaptiveExecutor;
+use crate::metrics::{Metrics, Observer};
+use crate::queue::JobQueue;
+use crate::runtime::{Inventory, Runtime};
+use crate::watch::Watchers;
+use converge_engine::JobResult;
+use converge_store::{Event, Store, StoreError};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Semaphore, broadcast};
+
+/// Unix time in milliseconds (metadata only; never part of a result that is hashed).
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Worker threads, each running one job at a time.
+    pub workers: usize,
+    /// Jobs admitted but not started, at most.
+    pub queue: usize,
+    /// How often the agents directory is rescanned.
+    pub rescan: Duration,
+    /// Longest `wait` a submission may ask for.
+    pub max_wait: Duration,
+    /// Tool validations admitted to wait behind the running one; more are refused before their body is read
+    /// (each holds up to 33 MiB while it waits).
+    pub validations_waiting: usize,
+    /// `Retry-After` seconds a refusal for load suggests.
+    pub retry_after: u64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            queue: 4096,
+            rescan: Duration::from_secs(2),
+            max_wait: Duration::from_mins(1),
+            validations_waiting: 3,
+            retry_after: 1,
+        }
+    }
+}
+
+/// The running service. Cheap to share: everything is behind `Arc`s.
+pub struct Service {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) executor: AdaptiveExecutor,
+    pub(crate) queue: JobQueue,
+    pub(crate) config: ServiceConfig,
+    /// The deadline of each job a worker runs now.
+    pub(crate) running: Mutex<BTreeMap<String, Arc<Deadline>>>,
+    /// The latest per-cycle result of each running job.
+    pub(crate) live: Mutex<BTreeMap<String, Arc<JobResult>>>,
+    pub(crate) watchers: Arc<Watchers>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) observers: Vec<Arc<dyn Observer>>,
+    /// Validations running or waiting (`1 + validations_waiting` places).
+    pub(crate) validation_places: Arc<Semaphore>,
+    /// Validations run one at a time.
+    pub(crate) validation_turn: Arc<Semaphore>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// The service over a store and a runtime. `watchers` must be the ones the store's commit hook publishes
+    /// to. Loads the components once and makes every stored accepted tool callable again.
+    ///
+    /// # Errors
+    /// The agents or tools directory cannot be read.
+    pub fn new(
+        store: Arc<dyn Store>,
+        runtime: Arc<dyn Runtime>,
+        executor: AdaptiveExecutor,
+        watchers: Arc<Watchers>,
+        config: ServiceConfig,
+    ) -> Result<Arc<Self>, ServiceError> {
+        runtime.refresh().map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let metrics = Arc::new(Metrics::default());
+        let svc = Arc::new(Self {
+            store,
+            runtime,
+            executor,
+            queue: JobQueue::new(config.queue),
+            running: Mutex::new(BTreeMap::new()),
+            live: Mutex::new(BTreeMap::new()),
+            watchers,
+            observers: vec![Arc::clone(&metrics) as Arc<dyn Observer>],
+            metrics,
+            validation_places: Arc::new(Semaphore::new(config.validations_waiting.saturating_add(1))),
+            validation_turn: Arc::new(Semaphore::new(1)),
+            config,
+            started: Instant::now(),
+        });
+        svc.load_validated_tools();
+        Ok(svc)
+    }
+
+    /// Queue every job a previous process left queued or running, and start the workers and the rescanner.
+    /// Returns how many jobs were resumed.
+    ///
+    /// # Errors
+    /// The store cannot be read, or a thread cannot be started.
+    pub fn start(self: &Arc<Self>) -> Result<usize, ServiceError> {
+        let pending = self.store.unfinished()?;
+        let n = pending.len();
+        for id in pending {
+            self.queue.push(id);
+        }
+        for i in 0..self.config.workers {
+            let svc = Arc::clone(self);
+            std::thread::Builder::new()
+                .name(format!("converge-worker-{i}"))
+                .stack_size(self.runtime.stack_size())
+                .spawn(move || svc.work())
+                .map_err(|e| ServiceError::Internal(format!("starting a worker: {e}")))?;
+        }
+        let svc = Arc::downgrade(self);
+        let every = self.config.rescan;
+        std::thread::Builder::new()
+            .name("converge-rescan".into())
+            .spawn(move || {
+                while let Some(svc) = svc.upgrade() {
+                    if svc.queue.is_closed() {
+                        break;
+                    }
+                    svc.rescan();
+                    drop(svc);
+                    std::thread::sleep(every);
+                }
+            })
+            .map_err(|e| ServiceError::Internal(format!("starting the rescanner: {e}")))?;
+        Ok(n)
+    }
+
+    /// Stop taking jobs from the queue; running jobs are left to the next start.
+    pub fn shutdown(&self) {
+        self.queue.close();
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+
+    /// What is loaded now.
+    pub fn inventory(&self) -> Arc<Inventory> {
+        self.runtime.inventory()
+    }
+
+    /// Look at the agents and tools directories again; returns what is loaded now (the last catalog when a
+    /// directory cannot be read).
+    pub fn rescan(&self) -> Arc<Inventory> {
+        match self.runtime.refresh() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "a components directory is unreadable; keeping the last catalog");
+                self.runtime.inventory()
+            }
+        }
+    }
+
+    /// The counters behind `/metrics` and `/v1/status`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Configuration.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// Time since the service started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Jobs waiting for a worker.
+    pub fn queue_depth(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether the service has stopped taking jobs.
+    pub fn is_shutting_down(&self) -> bool {
+        self.queue.is_closed()
+    }
+
+    /// Jobs running now.
+    pub fn running(&self) -> usize {
+        self.running.lock().map_or(0, |r| r.len())
+    }
+
+    /// The latest per-cycle result of a running job.
+    pub(crate) fn snapshot(&self, id: &str) -> Option<Arc<JobResult>> {
+        self.live.lock().ok()?.get(id).cloned()
+    }
+
+    /// Subscribe to a job's committed events.
+    pub(crate) fn watch(&self, id: &str) -> Option<broadcast::Receiver<Arc<Event>>> {
+        self.watchers.subscribe(id)
+    }
+
+    /// Ask a running job to stop at its next check.
+    pub(crate) fn interrupt(&self, id: &str) {
+        if let Some(d) = self.running.lock().ok().and_then(|r| r.get(id).cloned()) {
+            d.cancel();
+        }
+    }
+
+    /// Tell every observer.
+    pub(crate) fn observe(&self, f: impl Fn(&dyn Observer)) {
+        for o in &self.observers {
+            f(o.as_ref());
+        }
+    }
+}
+
+/// Run a store read on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ServiceError::from),
+        Err(e) => Err(ServiceError::Internal(format!("a blocking read failed: {e}"))),
+    }
+}
+
+/// Await a store write's reply.
+pub(crate) async fn reply<T>(r: converge_store::Reply<T>) -> Result<T, ServiceError> {
+    match r.await {
+        Ok(r) => r.map_err(ServiceError::from),
+        Err(_) => Err(StoreError::Closed.into()),
+    }
+}

@@ -1,0 +1,431 @@
+//! The conformance suite: what every backend of [`Store`] must do, case by case. A backend's tests expand
+//! [`conformance_tests!`](crate::conformance_tests) with a function that opens a fresh, empty store (given a
+//! name unique to the case and the hook that must see each committed event), and get one `#[test]` per case.
+//!
+//! The cases speak only through the trait, so passing them means: the same admissions, the same answers and
+//! cancels, the same listings, the same tool decisions as every other backend.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs, clippy::missing_panics_doc)]
+
+use crate::records::{
+    Admission, AnswerOutcome, CancelOutcome, CycleRecord, Decision, Event, EventKind, ListFilter, NewJob, NewQuestion,
+    NewTool, Outcome, Park, ReviewOutcome, ReviewRecord, SubmissionOutcome, ToolHistory, ToolStatus,
+};
+use crate::tool::{Manifest, Report, ToolLimits, Verdict};
+use crate::{OnCommit, Store, wait};
+use converge_engine::Status;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Opens a fresh, empty store for the case named by the first argument.
+pub type Open = fn(&str, Option<OnCommit>) -> Box<dyn Store>;
+
+/// Expand to one `#[test]` per conformance case, each on a store from `$open` (an [`Open`]).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($open:expr) => {
+        $crate::conformance_tests!(@cases $open;
+            admission_and_idempotency,
+            jobs_belong_to_their_tenant,
+            a_start_counts_the_attempt_and_records_the_components,
+            cycles_are_recorded_once,
+            answers_reach_a_running_job_and_resume_a_waiting_one,
+            an_end_is_kept_and_closes_the_job,
+            cancels_record_and_requeue_a_waiting_job,
+            listings_filter_and_page_newest_first,
+            a_start_resumes_queued_and_running_jobs_only,
+            events_are_ordered_and_published_after_commit,
+            tool_submissions_and_reviews_follow_the_rules,
+            tools_belong_to_their_tenant,
+        );
+    };
+    (@cases $open:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::conformance::$case($open);
+            }
+        )*
+    };
+}
+
+const T: &str = "tenant-a";
+const OTHER: &str = "tenant-b";
+
+fn job(id: &str, tenant: &str, key: Option<&str>, spec: &str, now_ms: u64) -> NewJob {
+    NewJob {
+        id: id.into(),
+        tenant: tenant.into(),
+        spec: spec.into(),
+        spec_hash: format!("hash-of-{spec}"),
+        goal: format!("goal of {id}"),
+        labels: BTreeMap::from([("team".to_owned(), format!("team-{}", now_ms % 2))]),
+        idempotency_key: key.map(str::to_owned),
+        now_ms,
+    }
+}
+
+fn create(s: &dyn Store, id: &str, now_ms: u64) {
+    assert_eq!(wait(s.create_job(job(id, T, None, "{}", now_ms))).unwrap(), Admission::Created);
+}
+
+fn outcome(status: Status, cycles: u32, now_ms: u64) -> Outcome {
+    Outcome {
+        status,
+        cycles,
+        context_hash: format!("hash-{status}-{cycles}"),
+        result: format!("{{\"status\":\"{status}\"}}"),
+        now_ms,
+    }
+}
+
+fn cycle(n: u32, questions: &[&str]) -> CycleRecord {
+    CycleRecord {
+        cycle: n,
+        trace: format!("{{\"cycle\":{n}}}"),
+        questions: questions
+            .iter()
+            .map(|q| NewQuestion { id: (*q).into(), prompt: format!("what about {q}?"), agent: "asker".into() })
+            .collect(),
+    }
+}
+
+fn kinds(s: &dyn Store, id: &str) -> Vec<EventKind> {
+    s.events(id, 0).unwrap().into_iter().map(|e| e.kind).collect()
+}
+
+pub fn admission_and_idempotency(open: Open) {
+    let s = open("admission_and_idempotency", None);
+    create(&*s, "j1", 10);
+    let r = s.job(None, "j1").unwrap().expect("stored");
+    assert_eq!((r.status, r.tenant.as_str(), r.spec.as_str(), r.attempts, r.cycles), (Status::Queued, T, "{}", 0, 0));
+    assert_eq!(r.labels.get("team").map(String::as_str), Some("team-0"));
+    assert_eq!((r.created_ms, r.updated_ms, r.cancel_requested), (10, 10, false));
+    assert_eq!(kinds(&*s, "j1"), [EventKind::Created]);
+
+    assert_eq!(wait(s.create_job(job("j2", T, Some("k"), "{}", 11))).unwrap(), Admission::Created);
+    assert_eq!(
+        wait(s.create_job(job("j3", T, Some("k"), "{}", 12))).unwrap(),
+        Admission::Existing { id: "j2".into(), status: Status::Queued },
+        "same key, same spec: the first job"
+    );
+    assert_eq!(
+        wait(s.create_job(job("j4", T, Some("k"), "{\"other\":1}", 13))).unwrap(),
+        Admission::KeyConflict { id: "j2".into() },
+        "same key, another spec"
+    );
+    assert!(s.job(None, "j3").unwrap().is_none() && s.job(None, "j4").unwrap().is_none(), "nothing written");
+    assert_eq!(
+        wait(s.create_job(job("j5", OTHER, Some("k"), "{}", 14))).unwrap(),
+        Admission::Created,
+        "keys are per tenant"
+    );
+    s.ping().unwrap();
+}
+
+pub fn jobs_belong_to_their_tenant(open: Open) {
+    let s = open("jobs_belong_to_their_tenant", None);
+    create(&*s, "j1", 1);
+    assert!(s.job(Some(T), "j1").unwrap().is_some());
+    assert!(s.job(Some(OTHER), "j1").unwrap().is_none());
+    let page = |t| s.list(Some(t), &ListFilter { limit: 10, ..ListFilter::default() }).unwrap().len();
+    assert_eq!((page(T), page(OTHER)), (1, 0));
+    assert_eq!(wait(s.answer(OTHER, "j1", "q", "a", 2)).unwrap(), AnswerOutcome::UnknownJob);
+    assert_eq!(wait(s.cancel(OTHER, "j1", 2)).unwrap(), CancelOutcome::UnknownJob);
+    assert!(!s.job(None, "j1").unwrap().unwrap().cancel_requested);
+}
+
+pub fn a_start_counts_the_attempt_and_records_the_components(open: Open) {
+    let s = open("a_start_counts_the_attempt_and_records_the_components", None);
+    create(&*s, "j1", 1);
+    let components = BTreeMap::from([("agent-a".to_owned(), "d1".to_owned())]);
+    let started = wait(s.start("j1", components.clone(), 2)).unwrap();
+    assert_eq!((started.record.status, started.record.attempts), (Status::Running, 1));
+    assert!(started.answers.is_empty());
+    let again = wait(s.start("j1", components.clone(), 3)).unwrap();
+    assert_eq!(again.record.attempts, 2);
+    let r = s.job(None, "j1").unwrap().unwrap();
+    assert_eq!((r.status, r.attempts, &r.components), (Status::Running, 2, &components));
+    let starts: Vec<String> =
+        s.events("j1", 0).unwrap().into_iter().filter(|e| e.kind == EventKind::Started).map(|e| e.data).collect();
+    let attempts: Vec<u64> = starts
+        .iter()
+        .map(|d| serde_json::from_str::<serde_json::Value>(d).unwrap()["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts, [1, 2]);
+    assert!(wait(s.start("missing", BTreeMap::new(), 4)).is_err(), "a job that is not stored cannot start");
+}
+
+pub fn cycles_are_recorded_once(open: Open) {
+    let s = open("cycles_are_recorded_once", None);
+    create(&*s, "j1", 1);
+    wait(s.start("j1", BTreeMap::new(), 2)).unwrap();
+    wait(s.cycles("j1", vec![cycle(1, &[]), cycle(2, &[])], 3)).unwrap();
+    // Run again after a restart: the same cycles come again, and one more.
+    wait(s.cycles("j1", vec![cycle(1, &[]), cycle(2, &[]), cycle(3, &["q"])], 4)).unwrap();
+    let cycles: Vec<String> =
+        s.events("j1", 0).unwrap().into_iter().filter(|e| e.kind == EventKind::Cycle).map(|e| e.data).collect();
+    assert_eq!(cycles, ["{\"cycle\":1}", "{\"cycle\":2}", "{\"cycle\":3}"]);
+    assert_eq!(s.job(None, "j1").unwrap().unwrap().cycles, 3);
+    assert!(wait(s.cycles("j1", vec![], 5)).is_ok(), "an empty batch is a no-op");
+    assert_eq!(wait(s.answer(T, "j1", "q", "yes", 6)).unwrap(), AnswerOutcome::Recorded { resume: false });
+}
+
+pub fn answers_reach_a_running_job_and_resume_a_waiting_one(open: Open) {
+    let s = open("answers_reach_a_running_job_and_resume_a_waiting_one", None);
+    create(&*s, "j1", 1);
+    wait(s.start("j1", BTreeMap::new(), 2)).unwrap();
+    assert_eq!(wait(s.answer(T, "j1", "q1", "a", 3)).unwrap(), AnswerOutcome::UnknownQuestion, "not asked yet");
+    wait(s.cycles("j1", vec![cycle(1, &["q1"])], 3)).unwrap();
+    // Answered while the job still runs: recorded, not resumed (the job takes it when it waits).
+    assert_eq!(wait(s.answer(T, "j1", "q1", "one", 4)).unwrap(), AnswerOutcome::Recorded { resume: false });
+    assert_eq!(wait(s.answer(T, "j1", "q1", "again", 5)).unwrap(), AnswerOutcome::AlreadyAnswered);
+    let park = wait(s.park("j1", vec![], outcome(Status::Waiting, 1, 6))).unwrap();
+    assert_eq!(park, Park::Answers(BTreeMap::from([("q1".to_owned(), "one".to_owned())])), "an answer it had not seen");
+    assert_eq!(s.job(None, "j1").unwrap().unwrap().status, Status::Running, "not parked");
+    wait(s.cycles("j1", vec![cycle(2, &["q2"])], 7)).unwrap();
+    assert_eq!(wait(s.park("j1", vec!["q1".into()], outcome(Status::Waiting, 2, 8))).unwrap(), Park::Parked);
+    let r = s.job(None, "j1").unwrap().unwrap();
+    assert_eq!((r.status, r.context_hash.as_deref()), (Status::Waiting, Some("hash-waiting-2")));
+    assert!(r.result.is_some(), "a waiting job has its result so far");
+    assert_eq!(wait(s.answer(T, "j1", "q2", "two", 9)).unwrap(), AnswerOutcome::Recorded { resume: true });
+    assert_eq!(s.job(None, "j1").unwrap().unwrap().status, Status::Queued, "every answer given: queued again");
+    let answers = s.answers("j1").unwrap();
+    assert_eq!(answers.get("q1").map(String::as_str), Some("one"));
+    assert_eq!(answers.get("q2").map(String::as_str), Some("two"));
+    let started = wait(s.start("j1", BTreeMap::new(), 10)).unwrap();
+    assert_eq!(started.answers, answers, "a start hands over every answer");
+    let trail = kinds(&*s, "j1");
+    assert_eq!(trail.iter().filter(|k| **k == EventKind::Answer).count(), 2);
+    assert_eq!(trail.iter().filter(|k| **k == EventKind::Waiting).count(), 1);
+}
+
+pub fn an_end_is_kept_and_closes_the_job(open: Open) {
+    let s = open("an_end_is_kept_and_closes_the_job", None);
+    create(&*s, "j1", 1);
+    wait(s.start("j1", BTreeMap::new(), 2)).unwrap();
+    wait(s.cycles("j1", vec![cycle(1, &["q"])], 3)).unwrap();
+    wait(s.finish("j1", outcome(Status::Converged, 1, 4))).unwrap();
+    wait(s.finish("j1", outcome(Status::Cancelled, 9, 5))).unwrap();
+    let r = s.job(None, "j1").unwrap().unwrap();
+    assert_eq!((r.status, r.cycles), (Status::Converged, 1), "the first end stays");
+    assert_eq!(r.result.as_deref(), Some("{\"status\":\"converged\"}"));
+    assert_eq!(kinds(&*s, "j1").iter().filter(|k| **k == EventKind::End).count(), 1);
+    assert_eq!(wait(s.answer(T, "j1", "q", "late", 6)).unwrap(), AnswerOutcome::Finished(Status::Converged));
+    assert_eq!(wait(s.cancel(T, "j1", 6)).unwrap(), CancelOutcome::Finished(Status::Converged));
+    let end = s.events("j1", 0).unwrap().into_iter().find(|e| e.kind == EventKind::End).unwrap();
+    let data: serde_json::Value = serde_json::from_str(&end.data).unwrap();
+    assert_eq!(data, serde_json::json!({"status": "converged", "cycles": 1, "context_hash": "hash-converged-1"}));
+}
+
+pub fn cancels_record_and_requeue_a_waiting_job(open: Open) {
+    let s = open("cancels_record_and_requeue_a_waiting_job", None);
+    create(&*s, "queued", 1);
+    assert_eq!(
+        wait(s.cancel(T, "queued", 2)).unwrap(),
+        CancelOutcome::Requested { status: Status::Queued, requeue: false }
+    );
+    assert!(s.job(None, "queued").unwrap().unwrap().cancel_requested);
+    create(&*s, "waiting", 3);
+    wait(s.start("waiting", BTreeMap::new(), 4)).unwrap();
+    wait(s.cycles("waiting", vec![cycle(1, &["q"])], 5)).unwrap();
+    assert_eq!(wait(s.park("waiting", vec![], outcome(Status::Waiting, 1, 6))).unwrap(), Park::Parked);
+    assert_eq!(
+        wait(s.cancel(T, "waiting", 7)).unwrap(),
+        CancelOutcome::Requested { status: Status::Waiting, requeue: true }
+    );
+    let r = s.job(None, "waiting").unwrap().unwrap();
+    assert_eq!((r.status, r.cancel_requested), (Status::Queued, true));
+    assert_eq!(wait(s.cancel(T, "missing", 8)).unwrap(), CancelOutcome::UnknownJob);
+    assert!(kinds(&*s, "waiting").contains(&EventKind::CancelRequested));
+}
+
+pub fn listings_filter_and_page_newest_first(open: Open) {
+    let s = open("listings_filter_and_page_newest_first", None);
+    for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        create(&*s, id, i as u64);
+    }
+    wait(s.start("b", BTreeMap::new(), 10)).unwrap();
+    wait(s.finish("b", outcome(Status::Converged, 2, 11))).unwrap();
+    let ids = |f: ListFilter| -> Vec<String> { s.list(Some(T), &f).unwrap().into_iter().map(|j| j.id).collect() };
+    assert_eq!(ids(ListFilter { limit: 10, ..ListFilter::default() }), ["e", "d", "c", "b", "a"]);
+    let first = s.list(Some(T), &ListFilter { limit: 2, ..ListFilter::default() }).unwrap();
+    assert_eq!(first.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["e", "d"]);
+    let before = first.last().map(|j| j.seq);
+    assert_eq!(ids(ListFilter { limit: 2, before, ..ListFilter::default() }), ["c", "b"], "the next page");
+    assert_eq!(ids(ListFilter { limit: 10, status: Some(Status::Converged), ..ListFilter::default() }), ["b"]);
+    let label = Some(("team".to_owned(), "team-0".to_owned()));
+    assert_eq!(ids(ListFilter { limit: 10, label, ..ListFilter::default() }), ["e", "c", "a"]);
+    let b = s.list(Some(T), &ListFilter { limit: 10, status: Some(Status::Converged), ..ListFilter::default() });
+    let b = &b.unwrap()[0];
+    assert_eq!((b.cycles, b.context_hash.as_deref(), b.goal.as_str()), (2, Some("hash-converged-2"), "goal of b"));
+}
+
+pub fn a_start_resumes_queued_and_running_jobs_only(open: Open) {
+    let s = open("a_start_resumes_queued_and_running_jobs_only", None);
+    for (i, id) in ["queued", "running", "waiting", "ended"].iter().enumerate() {
+        create(&*s, id, 100 + i as u64);
+    }
+    for id in ["running", "waiting", "ended"] {
+        wait(s.start(id, BTreeMap::new(), 200)).unwrap();
+    }
+    wait(s.cycles("waiting", vec![cycle(1, &["q"])], 201)).unwrap();
+    wait(s.park("waiting", vec![], outcome(Status::Waiting, 1, 202))).unwrap();
+    wait(s.finish("ended", outcome(Status::AgentFailed, 0, 203))).unwrap();
+    assert_eq!(s.unfinished().unwrap(), ["queued", "running"], "in submission order");
+    let counts = s.counts().unwrap();
+    for (status, n) in [(Status::Queued, 1), (Status::Running, 1), (Status::Waiting, 1), (Status::AgentFailed, 1)] {
+        assert_eq!(counts.get(&status).copied(), Some(n), "{status}");
+    }
+    assert_eq!(s.oldest_queued().unwrap(), Some(100));
+}
+
+pub fn events_are_ordered_and_published_after_commit(open: Open) {
+    let seen: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let sink = Arc::clone(&seen);
+    let s = open(
+        "events_are_ordered_and_published_after_commit",
+        Some(Arc::new(move |e| sink.lock().unwrap().push(e.clone()))),
+    );
+    create(&*s, "j1", 1);
+    assert_eq!(seen.lock().unwrap().len(), 1, "published by the time the write is answered");
+    wait(s.start("j1", BTreeMap::new(), 2)).unwrap();
+    wait(s.cycles("j1", vec![cycle(1, &[]), cycle(2, &[])], 3)).unwrap();
+    wait(s.finish("j1", outcome(Status::Converged, 2, 4))).unwrap();
+    let stored = s.events("j1", 0).unwrap();
+    assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert_eq!(*seen.lock().unwrap(), stored, "every committed event, once, in order");
+    assert_eq!(s.events("j1", 3).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
+    // A failed write publishes nothing.
+    let before = seen.lock().unwrap().len();
+    assert!(wait(s.start("missing", BTreeMap::new(), 5)).is_err());
+    assert_eq!(seen.lock().unwrap().len(), before);
+}
+
+fn manifest(description: &str) -> Manifest {
+    Manifest {
+        name: "upper".into(),
+        description: description.into(),
+        tests: Vec::new(),
+        requested: Vec::new(),
+        limits: None,
+    }
+}
+
+fn report(digest: &str, verdict: Verdict) -> Report {
+    Report {
+        verdict,
+        reasons: if verdict == Verdict::Accepted { Vec::new() } else { vec!["has 0 tests".into()] },
+        name: "upper".into(),
+        description: "shouts".into(),
+        digest: digest.into(),
+        size: 3,
+        imports: Vec::new(),
+        attempts: Vec::new(),
+        tests: Vec::new(),
+        limits: ToolLimits::default(),
+        requested: Vec::new(),
+    }
+}
+
+fn tool(tenant: &str, digest: &str, verdict: Verdict, description: &str, now_ms: u64) -> NewTool {
+    NewTool {
+        digest: digest.into(),
+        name: "upper".into(),
+        tenant: tenant.into(),
+        manifest: manifest(description),
+        report: report(digest, verdict),
+        component: (verdict != Verdict::Rejected).then(|| b"wasm".to_vec()),
+        now_ms,
+    }
+}
+
+fn review(decision: Decision, at_ms: u64) -> ReviewRecord {
+    ReviewRecord { decision, reviewer: "ada".into(), comment: "read it".into(), tenant: T.into(), at_ms }
+}
+
+fn outcomes(s: &dyn Store, digest: &str) -> Vec<String> {
+    s.tool_history(T, digest)
+        .unwrap()
+        .into_iter()
+        .map(|e| match e.entry {
+            ToolHistory::Submitted { outcome, .. } => format!("{outcome:?}"),
+            ToolHistory::Reviewed { decision, status, .. } => format!("{decision:?}->{status}"),
+        })
+        .collect()
+}
+
+pub fn tool_submissions_and_reviews_follow_the_rules(open: Open) {
+    let s = open("tool_submissions_and_reviews_follow_the_rules", None);
+    let r = wait(s.put_tool(tool(T, "d1", Verdict::NeedsReview, "one", 1))).unwrap();
+    assert_eq!((r.status, r.verdict, r.accepted_ms), (ToolStatus::NeedsReview, Verdict::NeedsReview, None));
+    assert_eq!(r.report, report("d1", Verdict::NeedsReview), "the report as submitted");
+    assert_eq!(wait(s.put_tool(tool(T, "d1", Verdict::NeedsReview, "one", 2))).unwrap().updated_ms, 1, "unchanged");
+    let replaced = wait(s.put_tool(tool(T, "d1", Verdict::NeedsReview, "two", 3))).unwrap();
+    assert_eq!((replaced.manifest.description.as_str(), replaced.updated_ms), ("two", 3));
+    assert!(matches!(
+        wait(s.review_tool(T, "d1", review(Decision::Revoke, 4))).unwrap(),
+        ReviewOutcome::NotPending(ToolStatus::NeedsReview)
+    ));
+    let ReviewOutcome::Recorded(rejected) = wait(s.review_tool(T, "d1", review(Decision::Reject, 5))).unwrap() else {
+        panic!("reject recorded")
+    };
+    assert_eq!(rejected.status, ToolStatus::Rejected);
+    assert_eq!(rejected.reviews, [review(Decision::Reject, 5)]);
+    assert_eq!(s.tool_component(T, "d1").unwrap(), None, "a rejected tool's bytes go");
+    let kept = wait(s.put_tool(tool(T, "d1", Verdict::Accepted, "three", 6))).unwrap();
+    assert_eq!(kept.status, ToolStatus::Rejected, "no resubmission undoes a rejection");
+    assert_eq!(outcomes(&*s, "d1"), ["New", "Unchanged", "Replaced", "Reject->rejected", "KeptByReview"]);
+
+    let accepted = wait(s.put_tool(tool(T, "d2", Verdict::Accepted, "one", 7))).unwrap();
+    assert_eq!((accepted.status, accepted.accepted_ms), (ToolStatus::Accepted, Some(7)));
+    assert!(matches!(
+        wait(s.review_tool(T, "d2", review(Decision::Approve, 8))).unwrap(),
+        ReviewOutcome::NotPending(ToolStatus::Accepted)
+    ));
+    let ReviewOutcome::Recorded(revoked) = wait(s.review_tool(T, "d2", review(Decision::Revoke, 9))).unwrap() else {
+        panic!("revoke recorded")
+    };
+    assert_eq!((revoked.status, revoked.accepted_ms), (ToolStatus::Revoked, Some(7)));
+    assert_eq!(s.tool_component(T, "d2").unwrap().as_deref(), Some(&b"wasm"[..]), "kept for replays");
+
+    let pending = wait(s.put_tool(tool(T, "d3", Verdict::NeedsReview, "one", 10))).unwrap();
+    assert_eq!(pending.status, ToolStatus::NeedsReview);
+    let ReviewOutcome::Recorded(approved) = wait(s.review_tool(T, "d3", review(Decision::Approve, 11))).unwrap() else {
+        panic!("approve recorded")
+    };
+    assert_eq!((approved.status, approved.accepted_ms), (ToolStatus::Accepted, Some(11)));
+    let again = wait(s.put_tool(tool(T, "d3", Verdict::NeedsReview, "two", 12))).unwrap();
+    assert_eq!(again.status, ToolStatus::NeedsReview, "an approval is of a report; a new manifest needs a new one");
+    let history = s.tool_history(T, "d3").unwrap();
+    assert_eq!(history.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    let ToolHistory::Submitted { manifest_sha256, reasons, .. } = &history[0].entry else { panic!("a submission") };
+    assert_eq!((manifest_sha256.len(), reasons.as_slice()), (64, &["has 0 tests".to_owned()][..]));
+    assert_eq!(
+        s.tools(Some(T)).unwrap().iter().map(|t| t.digest.as_str()).collect::<Vec<_>>(),
+        ["d1", "d2", "d3"],
+        "in the order first stored"
+    );
+}
+
+pub fn tools_belong_to_their_tenant(open: Open) {
+    let s = open("tools_belong_to_their_tenant", None);
+    wait(s.put_tool(tool(T, "d1", Verdict::NeedsReview, "one", 1))).unwrap();
+    let theirs = wait(s.put_tool(tool(OTHER, "d1", Verdict::Accepted, "one", 2))).unwrap();
+    assert_eq!((theirs.tenant.as_str(), theirs.status), (OTHER, ToolStatus::Accepted), "two records of one digest");
+    assert_eq!(s.tool(T, "d1").unwrap().unwrap().status, ToolStatus::NeedsReview, "untouched by the other");
+    let mut approve = review(Decision::Approve, 3);
+    approve.tenant = OTHER.into();
+    assert_eq!(wait(s.review_tool(OTHER, "d9", approve.clone())).unwrap(), ReviewOutcome::UnknownTool);
+    assert!(matches!(wait(s.review_tool(OTHER, "d1", approve)).unwrap(), ReviewOutcome::NotPending(_)));
+    assert_eq!(s.tool(T, "d1").unwrap().unwrap().status, ToolStatus::NeedsReview);
+    assert_eq!(s.tools(Some(T)).unwrap().len(), 1);
+    assert_eq!(s.tools(Some(OTHER)).unwrap().len(), 1);
+    assert_eq!(s.tools(None).unwrap().len(), 2);
+    assert!(s.tool_history(OTHER, "d9").unwrap().is_empty());
+    assert_eq!(SubmissionOutcome::New, {
+        let ToolHistory::Submitted { outcome, .. } = s.tool_history(OTHER, "d1").unwrap()[0].entry.clone() else {
+            panic!("a submission")
+        };
+        outcome
+    });
+}

@@ -1,0 +1,1175 @@
+//! The embedded store: one SQLite file in WAL mode, one writer thread that commits writes in groups (every
+//! write waiting when a transaction starts goes into it, and each waits for the one fsync), and a small pool of
+//! read connections. It must never answer a write before its transaction has committed. What a write decides
+//! comes from [`rules`]; this file only stores it.
+
+use crate::records::{
+    Admission, AnswerOutcome, CancelOutcome, CycleRecord, Decision, Event, EventKind, JobRecord, JobSummary,
+    ListFilter, NewJob, NewTool, Outcome, Park, ReviewOutcome, ReviewRecord, Started, ToolEvent, ToolHistory,
+    ToolRecord, ToolStatus,
+};
+use crate::rules::{self, payload};
+use crate::tool::{Manifest, Report, Verdict};
+use crate::{OnCommit, Reply, Store, StoreError};
+use converge_engine::Status;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc;
+
+/// Most writes in one transaction.
+const MAX_GROUP: usize = 1024;
+/// Read connections kept open.
+const READERS: usize = 32;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    tenant       TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    goal         TEXT NOT NULL,
+    spec         TEXT NOT NULL,
+    spec_hash    TEXT NOT NULL,
+    labels       TEXT NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    updated_ms   INTEGER NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    cycles       INTEGER NOT NULL DEFAULT 0,
+    cancel       INTEGER NOT NULL DEFAULT 0,
+    components   TEXT,
+    context_hash TEXT,
+    result       TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
+CREATE TABLE IF NOT EXISTS labels (
+    job   TEXT NOT NULL,
+    key   TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (job, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS labels_by_value ON labels (key, value);
+CREATE TABLE IF NOT EXISTS events (
+    job   TEXT NOT NULL,
+    seq   INTEGER NOT NULL,
+    kind  TEXT NOT NULL,
+    data  TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (job, seq)
+);
+CREATE TABLE IF NOT EXISTS questions (
+    job       TEXT NOT NULL,
+    id        TEXT NOT NULL,
+    prompt    TEXT NOT NULL,
+    agent     TEXT NOT NULL,
+    cycle     INTEGER NOT NULL,
+    answer    TEXT,
+    PRIMARY KEY (job, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS idempotency (
+    tenant    TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    spec_hash TEXT NOT NULL,
+    job       TEXT NOT NULL,
+    PRIMARY KEY (tenant, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tools (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    digest      TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    tenant      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    verdict     TEXT NOT NULL,
+    manifest    TEXT NOT NULL,
+    report      TEXT NOT NULL,
+    component   BLOB,
+    created_ms  INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL,
+    accepted_ms INTEGER,
+    UNIQUE (tenant, digest)
+);
+CREATE TABLE IF NOT EXISTS tool_reviews (
+    owner    TEXT NOT NULL,
+    digest   TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    decision TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    comment  TEXT NOT NULL,
+    tenant   TEXT NOT NULL,
+    at_ms    INTEGER NOT NULL,
+    PRIMARY KEY (owner, digest, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tool_events (
+    tenant   TEXT NOT NULL,
+    digest   TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    kind     TEXT NOT NULL,
+    data     TEXT NOT NULL,
+    at_ms    INTEGER NOT NULL,
+    PRIMARY KEY (tenant, digest, seq)
+) WITHOUT ROWID;
+PRAGMA user_version = 2;
+";
+
+/// The schema version [`SCHEMA`] creates.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Version 1 to 2: a tool belongs to the tenant that submitted it (unique by tenant and digest, not by digest),
+/// and its reviews are keyed by that owner. Run as: [`MIGRATE_1_TO_2_SET_ASIDE`], [`SCHEMA`] (which creates the
+/// new tables), [`MIGRATE_1_TO_2_COPY`], in one transaction. Version 1 had one record per digest, so the owner
+/// of each review is exactly its tool's tenant.
+const MIGRATE_1_TO_2_SET_ASIDE: &str = "
+ALTER TABLE tools RENAME TO tools_v1;
+ALTER TABLE tool_reviews RENAME TO tool_reviews_v1;
+";
+const MIGRATE_1_TO_2_COPY: &str = "
+INSERT INTO tools (seq, digest, name, tenant, status, verdict, manifest, report, component, created_ms, updated_ms,
+                   accepted_ms)
+    SELECT seq, digest, name, tenant, status, verdict, manifest, report, component, created_ms, updated_ms,
+           accepted_ms FROM tools_v1;
+INSERT INTO tool_reviews (owner, digest, seq, decision, reviewer, comment, tenant, at_ms)
+    SELECT t.tenant, r.digest, r.seq, r.decision, r.reviewer, r.comment, r.tenant, r.at_ms
+    FROM tool_reviews_v1 r JOIN tools t ON t.digest = r.digest;
+DROP TABLE tools_v1;
+DROP TABLE tool_reviews_v1;
+";
+
+type Tx<T> = tokio::sync::oneshot::Sender<Result<T, StoreError>>;
+
+enum Op {
+    Create(NewJob, Tx<Admission>),
+    Start { id: String, components: BTreeMap<String, String>, now_ms: u64, tx: Tx<Started> },
+    Cycles { id: String, cycles: Vec<CycleRecord>, now_ms: u64, tx: Tx<()> },
+    Park { id: String, seen: Vec<String>, outcome: Outcome, tx: Tx<Park> },
+    Finish { id: String, outcome: Outcome, tx: Tx<()> },
+    Answer { tenant: String, id: String, question: String, answer: String, now_ms: u64, tx: Tx<AnswerOutcome> },
+    Cancel { tenant: String, id: String, now_ms: u64, tx: Tx<CancelOutcome> },
+    PutTool(Box<NewTool>, Tx<ToolRecord>),
+    Review { tenant: String, digest: String, review: ReviewRecord, tx: Tx<ReviewOutcome> },
+}
+
+/// SQLite in `<dir>/converge.db`, WAL, synchronous = FULL.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<Op>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+/// `execute` through the connection's statement cache (the writer runs the same few statements all day).
+fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(p)
+}
+
+/// `query_row` through the statement cache.
+fn row<T>(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.prepare_cached(sql)?.query_row(p, f)
+}
+
+fn db(e: &rusqlite::Error) -> StoreError {
+    StoreError::Db { context: "sqlite".into(), message: e.to_string() }
+}
+
+fn corrupt(what: impl Into<String>, message: impl Into<String>) -> StoreError {
+    StoreError::Corrupt { what: what.into(), message: message.into() }
+}
+
+fn status_from(job: &str, text: &str) -> Result<Status, StoreError> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| corrupt(format!("job {job}"), format!("unknown status {text:?}")))
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn open(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| StoreError::Db { context: format!("opening {}", path.display()), message: e.to_string() })?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| db(&e))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Open (or create) the store under `dir`, which is created if missing. `on_commit` sees every committed
+    /// event.
+    ///
+    /// # Errors
+    /// The directory or the database cannot be created, or the file is not a Converge store.
+    pub fn open(dir: &Path, on_commit: Option<OnCommit>) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Db { context: format!("creating {}", dir.display()), message: e.to_string() })?;
+        let path = dir.join("converge.db");
+        let conn = open(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| db(&e))?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(|e| db(&e))?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| db(&e))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| db(&e))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                location: path.display().to_string(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version == 1 {
+            let migrate = format!("BEGIN IMMEDIATE; {MIGRATE_1_TO_2_SET_ASIDE} {SCHEMA} {MIGRATE_1_TO_2_COPY} COMMIT;");
+            conn.execute_batch(&migrate).map_err(|e| StoreError::Db {
+                context: format!("migrating {} to schema version 2", path.display()),
+                message: e.to_string(),
+            })?;
+        }
+        conn.execute_batch(SCHEMA).map_err(|e| StoreError::Db {
+            context: format!("creating the schema in {}", path.display()),
+            message: e.to_string(),
+        })?;
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("converge-store".into())
+            .spawn(move || writer(conn, &rx, on_commit.as_ref()))
+            .map_err(|e| StoreError::Db { context: "starting the store writer".into(), message: e.to_string() })?;
+        Ok(Self {
+            path,
+            writer: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Open an existing store to read it (for `converge replay`); fails if there is none.
+    ///
+    /// # Errors
+    /// No store under `dir`, or it cannot be read.
+    pub fn open_existing(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("converge.db");
+        if !path.is_file() {
+            return Err(StoreError::Missing(path.display().to_string()));
+        }
+        Self::open(dir, None)
+    }
+
+    /// Stop the writer after the writes already sent, and wait for it.
+    pub fn close(&self) {
+        if let Ok(mut w) = self.writer.lock() {
+            w.take();
+        }
+        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = thread.join();
+        }
+    }
+
+    fn send<T>(&self, make: impl FnOnce(Tx<T>) -> Op) -> Reply<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let guard = self.writer.lock();
+        match guard.as_ref().ok().and_then(|w| w.as_ref()) {
+            Some(w) => {
+                if let Err(mpsc::SendError(op)) = w.send(make(tx)) {
+                    reply_closed(op);
+                }
+            }
+            None => {
+                let _ = tx.send(Err(StoreError::Closed));
+            }
+        }
+        rx
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = match self.readers.lock().ok().and_then(|mut r| r.pop()) {
+            Some(c) => c,
+            None => open(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
+        };
+        let out = f(&conn);
+        if let Ok(mut r) = self.readers.lock()
+            && r.len() < READERS
+        {
+            r.push(conn);
+        }
+        out
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn reply_closed(op: Op) {
+    match op {
+        Op::Create(_, tx) => drop(tx.send(Err(StoreError::Closed))),
+        Op::Start { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
+        Op::Cycles { tx, .. } | Op::Finish { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
+        Op::Park { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
+        Op::Answer { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
+        Op::Cancel { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
+        Op::PutTool(_, tx) => drop(tx.send(Err(StoreError::Closed))),
+        Op::Review { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
+    }
+}
+
+/// A write applied inside the group's transaction, waiting for the commit to be answered.
+type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+fn writer(mut conn: Connection, rx: &mpsc::Receiver<Op>, on_commit: Option<&OnCommit>) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        while ops.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let tx = match conn.transaction() {
+            Ok(tx) => tx,
+            Err(e) => {
+                let e = db(&e);
+                for op in ops {
+                    fail(op, &e);
+                }
+                continue;
+            }
+        };
+        let mut done: Vec<Done> = Vec::with_capacity(ops.len());
+        let mut events: Vec<Event> = Vec::new();
+        for op in ops {
+            done.push(apply(&tx, op, &mut events));
+        }
+        let committed = tx.commit().map_err(|e| db(&e));
+        if committed.is_ok()
+            && let Some(hook) = on_commit
+        {
+            for e in &events {
+                hook(e);
+            }
+        }
+        for d in done {
+            d(committed.clone());
+        }
+    }
+}
+
+fn fail(op: Op, e: &StoreError) {
+    let e = e.clone();
+    match op {
+        Op::Create(_, tx) => drop(tx.send(Err(e))),
+        Op::Start { tx, .. } => drop(tx.send(Err(e))),
+        Op::Cycles { tx, .. } | Op::Finish { tx, .. } => drop(tx.send(Err(e))),
+        Op::Park { tx, .. } => drop(tx.send(Err(e))),
+        Op::Answer { tx, .. } => drop(tx.send(Err(e))),
+        Op::Cancel { tx, .. } => drop(tx.send(Err(e))),
+        Op::PutTool(_, tx) => drop(tx.send(Err(e))),
+        Op::Review { tx, .. } => drop(tx.send(Err(e))),
+    }
+}
+
+/// Run one write in a savepoint (a failed write is undone alone) and return how to answer it after the commit.
+fn apply(tx: &Transaction<'_>, op: Op, events: &mut Vec<Event>) -> Done {
+    fn run<T: Send + 'static>(
+        tx: &Transaction<'_>,
+        events: &mut Vec<Event>,
+        reply: Tx<T>,
+        f: impl FnOnce(&Connection, &mut Vec<Event>) -> Result<T, StoreError>,
+    ) -> Done {
+        let mark = events.len();
+        let out = (|| {
+            exec(tx, "SAVEPOINT op", []).map_err(|e| db(&e))?;
+            match f(tx, events) {
+                Ok(v) => {
+                    exec(tx, "RELEASE op", []).map_err(|e| db(&e))?;
+                    Ok(v)
+                }
+                Err(e) => {
+                    let _ = tx.execute_batch("ROLLBACK TO op; RELEASE op");
+                    Err(e)
+                }
+            }
+        })();
+        if out.is_err() {
+            events.truncate(mark);
+        }
+        Box::new(move |committed| {
+            let _ = reply.send(committed.and(out));
+        })
+    }
+    match op {
+        Op::Create(job, reply) => run(tx, events, reply, |c, ev| create(c, &job, ev)),
+        Op::Start { id, components, now_ms, tx: reply } => {
+            run(tx, events, reply, |c, ev| start(c, &id, &components, now_ms, ev))
+        }
+        Op::Cycles { id, cycles, now_ms, tx: reply } => {
+            run(tx, events, reply, |c, ev| record_cycles(c, &id, &cycles, now_ms, ev))
+        }
+        Op::Park { id, seen, outcome, tx: reply } => run(tx, events, reply, |c, ev| park(c, &id, &seen, &outcome, ev)),
+        Op::Finish { id, outcome, tx: reply } => run(tx, events, reply, |c, ev| finish(c, &id, &outcome, ev)),
+        Op::Answer { tenant, id, question, answer: text, now_ms, tx: reply } => {
+            run(tx, events, reply, |c, ev| answer(c, &tenant, &id, &question, &text, now_ms, ev))
+        }
+        Op::Cancel { tenant, id, now_ms, tx: reply } => {
+            run(tx, events, reply, |c, ev| cancel(c, &tenant, &id, now_ms, ev))
+        }
+        Op::PutTool(tool, reply) => run(tx, events, reply, |c, _| put_tool(c, &tool)),
+        Op::Review { tenant, digest, review, tx: reply } => {
+            run(tx, events, reply, |c, _| review_tool(c, &tenant, &digest, &review))
+        }
+    }
+}
+
+fn push_event(
+    c: &Connection,
+    job: &str,
+    (kind, data): (EventKind, String),
+    now_ms: u64,
+    events: &mut Vec<Event>,
+) -> Result<(), StoreError> {
+    let seq = next_seq(c, job)?;
+    insert_event(c, job, seq, kind, data, now_ms, events)
+}
+
+fn next_seq(c: &Connection, job: &str) -> Result<u64, StoreError> {
+    row(c, "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job = ?1", [job], |r| r.get::<_, i64>(0))
+        .map(to_u64)
+        .map_err(|e| db(&e))
+}
+
+fn insert_event(
+    c: &Connection,
+    job: &str,
+    seq: u64,
+    kind: EventKind,
+    data: String,
+    now_ms: u64,
+    events: &mut Vec<Event>,
+) -> Result<(), StoreError> {
+    exec(
+        c,
+        "INSERT INTO events (job, seq, kind, data, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![job, to_i64(seq), kind.as_str(), data, to_i64(now_ms)],
+    )
+    .map_err(|e| db(&e))?;
+    events.push(Event { job: job.to_owned(), seq, kind, data, at_ms: now_ms });
+    Ok(())
+}
+
+fn status_of(c: &Connection, job: &str, tenant: Option<&str>) -> Result<Option<Status>, StoreError> {
+    let row: Option<(String, String)> = c
+        .query_row("SELECT status, tenant FROM jobs WHERE id = ?1", [job], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(|e| db(&e))?;
+    match row {
+        Some((status, owner)) if tenant.is_none_or(|t| t == owner) => Ok(Some(status_from(job, &status)?)),
+        _ => Ok(None),
+    }
+}
+
+fn set_status(c: &Connection, job: &str, status: Status, now_ms: u64) -> Result<(), StoreError> {
+    exec(
+        c,
+        "UPDATE jobs SET status = ?2, updated_ms = ?3 WHERE id = ?1",
+        params![job, status.as_str(), to_i64(now_ms)],
+    )
+    .map_err(|e| db(&e))?;
+    Ok(())
+}
+
+fn create(c: &Connection, job: &NewJob, events: &mut Vec<Event>) -> Result<Admission, StoreError> {
+    if let Some(key) = &job.idempotency_key {
+        let known: Option<(String, String)> = c
+            .query_row(
+                "SELECT spec_hash, job FROM idempotency WHERE tenant = ?1 AND key = ?2",
+                params![job.tenant, key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| db(&e))?;
+        if let Some((hash, id)) = known {
+            if hash != job.spec_hash {
+                return Ok(Admission::KeyConflict { id });
+            }
+            let status = status_of(c, &id, None)?
+                .ok_or_else(|| corrupt(format!("job {id}"), "idempotency key of a missing job"))?;
+            return Ok(Admission::Existing { id, status });
+        }
+        exec(
+            c,
+            "INSERT INTO idempotency (tenant, key, spec_hash, job) VALUES (?1, ?2, ?3, ?4)",
+            params![job.tenant, key, job.spec_hash, job.id],
+        )
+        .map_err(|e| db(&e))?;
+    }
+    let labels = serde_json::to_string(&job.labels).map_err(|e| corrupt(format!("job {}", job.id), e.to_string()))?;
+    exec(
+        c,
+        "INSERT INTO jobs (id, tenant, status, goal, spec, spec_hash, labels, created_ms, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+        params![
+            job.id,
+            job.tenant,
+            Status::Queued.as_str(),
+            job.goal,
+            job.spec,
+            job.spec_hash,
+            labels,
+            to_i64(job.now_ms)
+        ],
+    )
+    .map_err(|e| db(&e))?;
+    for (k, v) in &job.labels {
+        exec(c, "INSERT INTO labels (job, key, value) VALUES (?1, ?2, ?3)", params![job.id, k, v])
+            .map_err(|e| db(&e))?;
+    }
+    push_event(c, &job.id, payload::created(), job.now_ms, events)?;
+    Ok(Admission::Created)
+}
+
+const JOB_COLUMNS: &str = "id, seq, tenant, status, spec, goal, labels, created_ms, updated_ms, attempts, cycles, \
+                           cancel, components, context_hash, result";
+
+/// A job row, with its status, labels and components still as text.
+type JobRow = (JobRecord, String, String, Option<String>);
+
+fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok((
+        JobRecord {
+            id: r.get(0)?,
+            seq: r.get(1)?,
+            tenant: r.get(2)?,
+            status: Status::Queued,
+            spec: r.get(4)?,
+            goal: r.get(5)?,
+            labels: BTreeMap::new(),
+            created_ms: to_u64(r.get(7)?),
+            updated_ms: to_u64(r.get(8)?),
+            attempts: u32::try_from(r.get::<_, i64>(9)?).unwrap_or(0),
+            cycles: u32::try_from(r.get::<_, i64>(10)?).unwrap_or(0),
+            cancel_requested: r.get::<_, i64>(11)? != 0,
+            components: BTreeMap::new(),
+            context_hash: r.get(13)?,
+            result: r.get(14)?,
+        },
+        r.get(3)?,
+        r.get(6)?,
+        r.get(12)?,
+    ))
+}
+
+fn load_job(c: &Connection, tenant: Option<&str>, id: &str) -> Result<Option<JobRecord>, StoreError> {
+    let row = c
+        .query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), [id], job_row)
+        .optional()
+        .map_err(|e| db(&e))?;
+    let Some((mut job, status, labels, components)) = row else { return Ok(None) };
+    if tenant.is_some_and(|t| t != job.tenant) {
+        return Ok(None);
+    }
+    job.status = status_from(id, &status)?;
+    job.labels = serde_json::from_str(&labels).map_err(|e| corrupt(format!("job {id}"), format!("labels: {e}")))?;
+    if let Some(components) = components {
+        job.components =
+            serde_json::from_str(&components).map_err(|e| corrupt(format!("job {id}"), format!("components: {e}")))?;
+    }
+    Ok(Some(job))
+}
+
+fn load_answers(c: &Connection, id: &str) -> Result<BTreeMap<String, String>, StoreError> {
+    let mut stmt = c
+        .prepare_cached("SELECT id, answer FROM questions WHERE job = ?1 AND answer IS NOT NULL")
+        .map_err(|e| db(&e))?;
+    let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| db(&e))?;
+    rows.collect::<Result<BTreeMap<String, String>, _>>().map_err(|e| db(&e))
+}
+
+fn start(
+    c: &Connection,
+    id: &str,
+    components: &BTreeMap<String, String>,
+    now_ms: u64,
+    events: &mut Vec<Event>,
+) -> Result<Started, StoreError> {
+    let Some(mut record) = load_job(c, None, id)? else {
+        return Err(corrupt(format!("job {id}"), "started but not stored"));
+    };
+    record.attempts += 1;
+    let text = serde_json::to_string(components).map_err(|e| corrupt(format!("job {id}"), e.to_string()))?;
+    exec(
+        c,
+        "UPDATE jobs SET status = ?2, attempts = ?3, components = ?4, updated_ms = ?5 WHERE id = ?1",
+        params![id, Status::Running.as_str(), record.attempts, text, to_i64(now_ms)],
+    )
+    .map_err(|e| db(&e))?;
+    record.status = Status::Running;
+    record.components.clone_from(components);
+    push_event(c, id, payload::started(record.attempts), now_ms, events)?;
+    let answers = load_answers(c, id)?;
+    Ok(Started { record, answers })
+}
+
+/// Record a batch of cycles: the ones after the last recorded, with one read of the job and one update.
+fn record_cycles(
+    c: &Connection,
+    id: &str,
+    cycles: &[CycleRecord],
+    now_ms: u64,
+    events: &mut Vec<Event>,
+) -> Result<(), StoreError> {
+    let recorded: Option<i64> =
+        row(c, "SELECT cycles FROM jobs WHERE id = ?1", [id], |r| r.get(0)).optional().map_err(|e| db(&e))?;
+    let Some(recorded) = recorded else {
+        return Err(corrupt(format!("job {id}"), "cycle of a job not stored"));
+    };
+    let fresh: Vec<&CycleRecord> = cycles.iter().filter(|r| i64::from(r.cycle) > recorded).collect();
+    let Some(last) = fresh.iter().map(|r| r.cycle).max() else { return Ok(()) };
+    exec(c, "UPDATE jobs SET cycles = ?2, updated_ms = ?3 WHERE id = ?1", params![id, i64::from(last), to_i64(now_ms)])
+        .map_err(|e| db(&e))?;
+    for (seq, r) in (next_seq(c, id)?..).zip(fresh) {
+        for q in &r.questions {
+            exec(
+                c,
+                "INSERT OR IGNORE INTO questions (job, id, prompt, agent, cycle) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, q.id, q.prompt, q.agent, i64::from(r.cycle)],
+            )
+            .map_err(|e| db(&e))?;
+        }
+        insert_event(c, id, seq, EventKind::Cycle, r.trace.clone(), now_ms, events)?;
+    }
+    Ok(())
+}
+
+fn store_outcome(c: &Connection, id: &str, o: &Outcome) -> Result<(), StoreError> {
+    exec(
+        c,
+        "UPDATE jobs SET status = ?2, cycles = MAX(cycles, ?3), context_hash = ?4, result = ?5, updated_ms = ?6
+         WHERE id = ?1",
+        params![id, o.status.as_str(), i64::from(o.cycles), o.context_hash, o.result, to_i64(o.now_ms)],
+    )
+    .map_err(|e| db(&e))?;
+    Ok(())
+}
+
+fn park(c: &Connection, id: &str, seen: &[String], o: &Outcome, events: &mut Vec<Event>) -> Result<Park, StoreError> {
+    let mut answers = load_answers(c, id)?;
+    answers.retain(|q, _| !seen.contains(q));
+    if !answers.is_empty() {
+        return Ok(Park::Answers(answers));
+    }
+    store_outcome(c, id, o)?;
+    push_event(c, id, payload::stop(o), o.now_ms, events)?;
+    Ok(Park::Parked)
+}
+
+fn finish(c: &Connection, id: &str, o: &Outcome, events: &mut Vec<Event>) -> Result<(), StoreError> {
+    if status_of(c, id, None)?.is_some_and(Status::is_terminal) {
+        return Ok(());
+    }
+    store_outcome(c, id, o)?;
+    push_event(c, id, payload::stop(o), o.now_ms, events)
+}
+
+fn answer(
+    c: &Connection,
+    tenant: &str,
+    id: &str,
+    question: &str,
+    text: &str,
+    now_ms: u64,
+    events: &mut Vec<Event>,
+) -> Result<AnswerOutcome, StoreError> {
+    let Some(status) = status_of(c, id, Some(tenant))? else { return Ok(AnswerOutcome::UnknownJob) };
+    if status.is_terminal() {
+        return Ok(AnswerOutcome::Finished(status));
+    }
+    let known: Option<Option<String>> = c
+        .query_row("SELECT answer FROM questions WHERE job = ?1 AND id = ?2", params![id, question], |r| r.get(0))
+        .optional()
+        .map_err(|e| db(&e))?;
+    match known {
+        None => return Ok(AnswerOutcome::UnknownQuestion),
+        Some(Some(_)) => return Ok(AnswerOutcome::AlreadyAnswered),
+        Some(None) => {}
+    }
+    exec(c, "UPDATE questions SET answer = ?3 WHERE job = ?1 AND id = ?2", params![id, question, text])
+        .map_err(|e| db(&e))?;
+    push_event(c, id, payload::answer(question), now_ms, events)?;
+    let open: i64 = c
+        .query_row("SELECT COUNT(*) FROM questions WHERE job = ?1 AND answer IS NULL", [id], |r| r.get(0))
+        .map_err(|e| db(&e))?;
+    let resume = rules::resumes_on_answer(status, to_u64(open));
+    if resume {
+        set_status(c, id, Status::Queued, now_ms)?;
+    }
+    Ok(AnswerOutcome::Recorded { resume })
+}
+
+fn cancel(
+    c: &Connection,
+    tenant: &str,
+    id: &str,
+    now_ms: u64,
+    events: &mut Vec<Event>,
+) -> Result<CancelOutcome, StoreError> {
+    let Some(status) = status_of(c, id, Some(tenant))? else { return Ok(CancelOutcome::UnknownJob) };
+    if status.is_terminal() {
+        return Ok(CancelOutcome::Finished(status));
+    }
+    exec(c, "UPDATE jobs SET cancel = 1, updated_ms = ?2 WHERE id = ?1", params![id, to_i64(now_ms)])
+        .map_err(|e| db(&e))?;
+    let requeue = rules::requeues_on_cancel(status);
+    if requeue {
+        set_status(c, id, Status::Queued, now_ms)?;
+    }
+    push_event(c, id, payload::cancel_requested(status), now_ms, events)?;
+    Ok(CancelOutcome::Requested { status, requeue })
+}
+
+const TOOL_COLUMNS: &str =
+    "digest, name, tenant, status, verdict, manifest, report, created_ms, updated_ms, accepted_ms";
+
+/// A tool row as stored: status, verdict, manifest and report still text.
+struct ToolRow {
+    digest: String,
+    name: String,
+    tenant: String,
+    status: String,
+    verdict: String,
+    manifest: String,
+    report: String,
+    created_ms: i64,
+    updated_ms: i64,
+    accepted_ms: Option<i64>,
+}
+
+fn tool_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ToolRow> {
+    Ok(ToolRow {
+        digest: r.get(0)?,
+        name: r.get(1)?,
+        tenant: r.get(2)?,
+        status: r.get(3)?,
+        verdict: r.get(4)?,
+        manifest: r.get(5)?,
+        report: r.get(6)?,
+        created_ms: r.get(7)?,
+        updated_ms: r.get(8)?,
+        accepted_ms: r.get(9)?,
+    })
+}
+
+/// Parse the text columns of a tool row (its reviews are loaded apart).
+fn tool_record(row: ToolRow) -> Result<ToolRecord, StoreError> {
+    let what = format!("tool {}", row.digest);
+    let status =
+        ToolStatus::parse(&row.status).ok_or_else(|| corrupt(&what, format!("unknown status {:?}", row.status)))?;
+    let verdict: Verdict = serde_json::from_value(serde_json::Value::String(row.verdict.clone()))
+        .map_err(|_| corrupt(&what, format!("unknown verdict {:?}", row.verdict)))?;
+    let manifest: Manifest =
+        serde_json::from_str(&row.manifest).map_err(|e| corrupt(&what, format!("manifest: {e}")))?;
+    let report: Report = serde_json::from_str(&row.report).map_err(|e| corrupt(&what, format!("report: {e}")))?;
+    Ok(ToolRecord {
+        digest: row.digest,
+        name: row.name,
+        tenant: row.tenant,
+        status,
+        verdict,
+        manifest,
+        report,
+        created_ms: to_u64(row.created_ms),
+        updated_ms: to_u64(row.updated_ms),
+        accepted_ms: row.accepted_ms.map(to_u64),
+        reviews: Vec::new(),
+    })
+}
+
+fn load_tool(c: &Connection, tenant: &str, digest: &str) -> Result<Option<ToolRecord>, StoreError> {
+    let sql = format!("SELECT {TOOL_COLUMNS} FROM tools WHERE tenant = ?1 AND digest = ?2");
+    let row = match row(c, &sql, params![tenant, digest], tool_row) {
+        Ok(r) => r,
+        Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(None),
+        Err(e) => return Err(db(&e)),
+    };
+    let mut record = tool_record(row)?;
+    record.reviews = load_reviews(c, tenant, digest)?;
+    Ok(Some(record))
+}
+
+fn load_reviews(c: &Connection, owner: &str, digest: &str) -> Result<Vec<ReviewRecord>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT decision, reviewer, comment, tenant, at_ms FROM tool_reviews WHERE owner = ?1 AND digest = ?2
+             ORDER BY seq",
+        )
+        .map_err(|e| db(&e))?;
+    let rows = stmt
+        .query_map(params![owner, digest], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, to_u64(r.get(4)?)))
+        })
+        .map_err(|e| db(&e))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (decision, reviewer, comment, tenant, at_ms) = row.map_err(|e| db(&e))?;
+        let decision = Decision::parse(&decision)
+            .ok_or_else(|| corrupt(format!("tool {digest}"), format!("unknown decision {decision:?}")))?;
+        out.push(ReviewRecord { decision, reviewer, comment, tenant, at_ms });
+    }
+    Ok(out)
+}
+
+fn put_tool(c: &Connection, t: &NewTool) -> Result<ToolRecord, StoreError> {
+    let existing = load_tool(c, &t.tenant, &t.digest)?;
+    let outcome = rules::submission(existing.as_ref(), &t.manifest);
+    if rules::writes_report(outcome) {
+        let now = to_i64(t.now_ms);
+        let status = rules::status_of_verdict(t.report.verdict);
+        let accepted = (status == ToolStatus::Accepted).then_some(now);
+        let manifest =
+            serde_json::to_string(&t.manifest).map_err(|e| corrupt(format!("tool {}", t.digest), e.to_string()))?;
+        let report =
+            serde_json::to_string(&t.report).map_err(|e| corrupt(format!("tool {}", t.digest), e.to_string()))?;
+        exec(
+            c,
+            "INSERT INTO tools (digest, name, tenant, status, verdict, manifest, report, component, created_ms,
+                                updated_ms, accepted_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)
+             ON CONFLICT (tenant, digest) DO UPDATE SET name = ?2, status = ?4, verdict = ?5, manifest = ?6,
+                 report = ?7, component = ?8, updated_ms = ?9, accepted_ms = ?10",
+            params![
+                t.digest,
+                t.name,
+                t.tenant,
+                status.as_str(),
+                t.report.verdict.as_str(),
+                manifest,
+                report,
+                t.component,
+                now,
+                accepted
+            ],
+        )
+        .map_err(|e| db(&e))?;
+    }
+    let record = load_tool(c, &t.tenant, &t.digest)?
+        .ok_or_else(|| corrupt(format!("tool {}", t.digest), "vanished while being stored"))?;
+    // Every submission is in the tool's history, whatever it changed.
+    let entry = ToolHistory::Submitted {
+        name: t.name.clone(),
+        verdict: t.report.verdict,
+        reasons: t.report.reasons.clone(),
+        manifest_sha256: rules::manifest_sha256(&t.manifest),
+        outcome,
+        status: record.status,
+    };
+    push_tool_event(c, &t.tenant, &t.digest, &entry, t.now_ms)?;
+    Ok(record)
+}
+
+/// Append to a tool's history.
+fn push_tool_event(
+    c: &Connection,
+    tenant: &str,
+    digest: &str,
+    entry: &ToolHistory,
+    at_ms: u64,
+) -> Result<(), StoreError> {
+    let (kind, data) = match serde_json::to_value(entry) {
+        Ok(serde_json::Value::Object(mut o)) => (o.remove("kind"), o.remove("data")),
+        _ => (None, None),
+    };
+    let (Some(serde_json::Value::String(kind)), Some(data)) = (kind, data) else {
+        return Err(corrupt(format!("tool {digest}"), "a history entry did not serialize"));
+    };
+    exec(
+        c,
+        "INSERT INTO tool_events (tenant, digest, seq, kind, data, at_ms)
+         VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM tool_events WHERE tenant = ?1 AND digest = ?2),
+                 ?3, ?4, ?5)",
+        params![tenant, digest, kind, data.to_string(), to_i64(at_ms)],
+    )
+    .map(drop)
+    .map_err(|e| db(&e))
+}
+
+fn review_tool(c: &Connection, owner: &str, digest: &str, r: &ReviewRecord) -> Result<ReviewOutcome, StoreError> {
+    let Some(tool) = load_tool(c, owner, digest)? else { return Ok(ReviewOutcome::UnknownTool) };
+    let Some(status) = rules::review(tool.status, r.decision) else {
+        return Ok(ReviewOutcome::NotPending(tool.status));
+    };
+    let seq = i64::try_from(tool.reviews.len()).unwrap_or(i64::MAX);
+    let at = to_i64(r.at_ms);
+    exec(
+        c,
+        "INSERT INTO tool_reviews (owner, digest, seq, decision, reviewer, comment, tenant, at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![owner, digest, seq, r.decision.as_str(), r.reviewer, r.comment, r.tenant, at],
+    )
+    .map_err(|e| db(&e))?;
+    let accepted = match status {
+        ToolStatus::Accepted => Some(at),
+        ToolStatus::Revoked => tool.accepted_ms.map(to_i64),
+        ToolStatus::NeedsReview | ToolStatus::Rejected => None,
+    };
+    exec(
+        c,
+        "UPDATE tools SET status = ?3, updated_ms = ?4, accepted_ms = ?5,
+             component = CASE WHEN ?6 THEN component ELSE NULL END
+         WHERE tenant = ?1 AND digest = ?2",
+        params![owner, digest, status.as_str(), at, accepted, rules::keeps_component(status)],
+    )
+    .map_err(|e| db(&e))?;
+    let tool = load_tool(c, owner, digest)?.ok_or_else(|| corrupt(format!("tool {digest}"), "vanished"))?;
+    let entry = ToolHistory::Reviewed {
+        decision: r.decision,
+        reviewer: r.reviewer.clone(),
+        comment: r.comment.clone(),
+        status: tool.status,
+    };
+    push_tool_event(c, owner, digest, &entry, r.at_ms)?;
+    Ok(ReviewOutcome::Recorded(Box::new(tool)))
+}
+
+impl Store for SqliteStore {
+    fn create_job(&self, job: NewJob) -> Reply<Admission> {
+        self.send(|tx| Op::Create(job, tx))
+    }
+
+    fn start(&self, id: &str, components: BTreeMap<String, String>, now_ms: u64) -> Reply<Started> {
+        self.send(|tx| Op::Start { id: id.to_owned(), components, now_ms, tx })
+    }
+
+    fn cycles(&self, id: &str, cycles: Vec<CycleRecord>, now_ms: u64) -> Reply<()> {
+        self.send(|tx| Op::Cycles { id: id.to_owned(), cycles, now_ms, tx })
+    }
+
+    fn park(&self, id: &str, seen: Vec<String>, outcome: Outcome) -> Reply<Park> {
+        self.send(|tx| Op::Park { id: id.to_owned(), seen, outcome, tx })
+    }
+
+    fn finish(&self, id: &str, outcome: Outcome) -> Reply<()> {
+        self.send(|tx| Op::Finish { id: id.to_owned(), outcome, tx })
+    }
+
+    fn answer(&self, tenant: &str, id: &str, question: &str, answer: &str, now_ms: u64) -> Reply<AnswerOutcome> {
+        self.send(|tx| Op::Answer {
+            tenant: tenant.to_owned(),
+            id: id.to_owned(),
+            question: question.to_owned(),
+            answer: answer.to_owned(),
+            now_ms,
+            tx,
+        })
+    }
+
+    fn cancel(&self, tenant: &str, id: &str, now_ms: u64) -> Reply<CancelOutcome> {
+        self.send(|tx| Op::Cancel { tenant: tenant.to_owned(), id: id.to_owned(), now_ms, tx })
+    }
+
+    fn job(&self, tenant: Option<&str>, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        self.read(|c| load_job(c, tenant, id))
+    }
+
+    fn list(&self, tenant: Option<&str>, f: &ListFilter) -> Result<Vec<JobSummary>, StoreError> {
+        self.read(|c| {
+            let mut sql = String::from(
+                "SELECT j.id, j.status, j.goal, j.labels, j.cycles, j.context_hash, j.created_ms, j.updated_ms, j.seq
+                 FROM jobs j WHERE j.seq < ?1",
+            );
+            if tenant.is_some() {
+                sql.push_str(" AND j.tenant = ?2");
+            }
+            if f.status.is_some() {
+                sql.push_str(" AND j.status = ?3");
+            }
+            if f.label.is_some() {
+                sql.push_str(" AND EXISTS (SELECT 1 FROM labels l WHERE l.job = j.id AND l.key = ?4 AND l.value = ?5)");
+            }
+            sql.push_str(" ORDER BY j.seq DESC LIMIT ?6");
+            let mut stmt = c.prepare_cached(&sql).map_err(|e| db(&e))?;
+            let (lk, lv) = f.label.clone().unwrap_or_default();
+            let rows = stmt
+                .query_map(
+                    params![
+                        f.before.unwrap_or(i64::MAX),
+                        tenant.unwrap_or_default(),
+                        f.status.map(Status::as_str).unwrap_or_default(),
+                        lk,
+                        lv,
+                        i64::from(f.limit)
+                    ],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, i64>(4)?,
+                            r.get::<_, Option<String>>(5)?,
+                            r.get::<_, i64>(6)?,
+                            r.get::<_, i64>(7)?,
+                            r.get::<_, i64>(8)?,
+                        ))
+                    },
+                )
+                .map_err(|e| db(&e))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, status, goal, labels, cycles, context_hash, created, updated, seq) =
+                    row.map_err(|e| db(&e))?;
+                out.push(JobSummary {
+                    status: status_from(&id, &status)?,
+                    labels: serde_json::from_str(&labels)
+                        .map_err(|e| corrupt(format!("job {id}"), format!("labels: {e}")))?,
+                    id,
+                    goal,
+                    cycles: u32::try_from(cycles).unwrap_or(0),
+                    context_hash,
+                    created_ms: to_u64(created),
+                    updated_ms: to_u64(updated),
+                    seq,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn answers(&self, id: &str) -> Result<BTreeMap<String, String>, StoreError> {
+        self.read(|c| load_answers(c, id))
+    }
+
+    fn events(&self, id: &str, after: u64) -> Result<Vec<Event>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached("SELECT seq, kind, data, at_ms FROM events WHERE job = ?1 AND seq > ?2 ORDER BY seq")
+                .map_err(|e| db(&e))?;
+            let rows = stmt
+                .query_map(params![id, to_i64(after)], |r| {
+                    Ok((to_u64(r.get(0)?), r.get::<_, String>(1)?, r.get(2)?, to_u64(r.get(3)?)))
+                })
+                .map_err(|e| db(&e))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, kind, data, at_ms) = row.map_err(|e| db(&e))?;
+                let kind = EventKind::parse(&kind)
+                    .ok_or_else(|| corrupt(format!("job {id}"), format!("unknown event kind {kind:?}")))?;
+                out.push(Event { job: id.to_owned(), seq, kind, data, at_ms });
+            }
+            Ok(out)
+        })
+    }
+
+    fn unfinished(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            let [a, b] = rules::RESUMED_AT_START.map(Status::as_str);
+            let mut stmt =
+                c.prepare_cached("SELECT id FROM jobs WHERE status IN (?1, ?2) ORDER BY seq").map_err(|e| db(&e))?;
+            let rows = stmt.query_map(params![a, b], |r| r.get(0)).map_err(|e| db(&e))?;
+            rows.collect::<Result<Vec<String>, _>>().map_err(|e| db(&e))
+        })
+    }
+
+    fn counts(&self) -> Result<BTreeMap<Status, u64>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT status, COUNT(*) FROM jobs GROUP BY status").map_err(|e| db(&e))?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(|e| db(&e))?;
+            let mut out = BTreeMap::new();
+            for row in rows {
+                let (status, n) = row.map_err(|e| db(&e))?;
+                out.insert(status_from("-", &status)?, to_u64(n));
+            }
+            Ok(out)
+        })
+    }
+
+    fn oldest_queued(&self) -> Result<Option<u64>, StoreError> {
+        self.read(|c| {
+            row(c, "SELECT MIN(created_ms) FROM jobs WHERE status = ?1", [Status::Queued.as_str()], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .map(|v| v.map(to_u64))
+            .map_err(|e| db(&e))
+        })
+    }
+
+    fn put_tool(&self, tool: NewTool) -> Reply<ToolRecord> {
+        self.send(|tx| Op::PutTool(Box::new(tool), tx))
+    }
+
+    fn review_tool(&self, tenant: &str, digest: &str, review: ReviewRecord) -> Reply<ReviewOutcome> {
+        self.send(|tx| Op::Review { tenant: tenant.to_owned(), digest: digest.to_owned(), review, tx })
+    }
+
+    fn tools(&self, tenant: Option<&str>) -> Result<Vec<ToolRecord>, StoreError> {
+        self.read(|c| {
+            let sql = format!("SELECT {TOOL_COLUMNS} FROM tools WHERE ?1 IS NULL OR tenant = ?1 ORDER BY seq");
+            let mut stmt = c.prepare_cached(&sql).map_err(|e| db(&e))?;
+            let rows = stmt
+                .query_map(params![tenant], tool_row)
+                .map_err(|e| db(&e))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(|e| db(&e))?;
+            let mut tools = Vec::with_capacity(rows.len());
+            for row in rows {
+                let mut t = tool_record(row)?;
+                t.reviews = load_reviews(c, &t.tenant, &t.digest)?;
+                tools.push(t);
+            }
+            Ok(tools)
+        })
+    }
+
+    fn tool(&self, tenant: &str, digest: &str) -> Result<Option<ToolRecord>, StoreError> {
+        self.read(|c| load_tool(c, tenant, digest))
+    }
+
+    fn tool_history(&self, tenant: &str, digest: &str) -> Result<Vec<ToolEvent>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT seq, kind, data, at_ms FROM tool_events WHERE tenant = ?1 AND digest = ?2 ORDER BY seq",
+                )
+                .map_err(|e| db(&e))?;
+            let rows = stmt
+                .query_map(params![tenant, digest], |r| {
+                    Ok((to_u64(r.get(0)?), r.get::<_, String>(1)?, r.get::<_, String>(2)?, to_u64(r.get(3)?)))
+                })
+                .map_err(|e| db(&e))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, kind, data, at_ms) = row.map_err(|e| db(&e))?;
+                let data: serde_json::Value = serde_json::from_str(&data)
+                    .map_err(|e| corrupt(format!("tool {digest}"), format!("history {seq}: {e}")))?;
+                let entry: ToolHistory = serde_json::from_value(serde_json::json!({"kind": kind, "data": data}))
+                    .map_err(|e| corrupt(format!("tool {digest}"), format!("history {seq}: {e}")))?;
+                out.push(ToolEvent { seq, entry, at_ms });
+            }
+            Ok(out)
+        })
+    }
+
+    fn tool_component(&self, tenant: &str, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let sql = "SELECT component FROM tools WHERE tenant = ?1 AND digest = ?2";
+        self.read(|c| match row(c, sql, params![tenant, digest], |r| r.get(0)) {
+            Ok(bytes) => Ok(bytes),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+            Err(e) => Err(db(&e)),
+        })
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| row(c, "SELECT 1", [], |r| r.get::<_, i64>(0)).map(drop).map_err(|e| db(&e)))
+    }
+}

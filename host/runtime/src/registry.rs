@@ -14,8 +14,8 @@
 use crate::inspect::{Kind, check_header, check_imports, read_capped, world};
 use crate::tools::{Source, Tool, ToolSet};
 use converge_engine::{AgentInfo, InvariantInfo, check_agent_info, check_invariant_info};
-use converge_sandbox::{AgentPre, Cache, Component, InvariantPre, Limits, Sandbox, first_line};
-use converge_service::{AgentEntry, InvariantEntry, Inventory, Rejection, TrustedTool};
+use converge_sandbox::{AgentPre, Cache, Component, InvariantPre, Limits, Sandbox};
+use converge_service::{AgentEntry, InvariantEntry, Inventory, Rejection, RuntimeError, TrustedTool};
 use converge_store::ToolLimits;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -194,9 +194,8 @@ impl Registry {
     /// Rescan the directories: load new and changed files, forget removed ones, and return what is loaded now.
     ///
     /// # Errors
-    /// Only if a directory itself cannot be read (a sentence naming it); a bad file is a [`Rejection`], never
-    /// an error.
-    pub fn refresh(&mut self) -> Result<Catalog, String> {
+    /// Only if a directory itself cannot be read; a bad file is a [`Rejection`], never an error.
+    pub fn refresh(&mut self) -> Result<Catalog, RuntimeError> {
         let (sandbox, cache) = (&self.sandbox, self.cache.as_ref());
         rescan(&self.dir, &mut self.files, |file, path| load(sandbox, cache, file, path))?;
         if let Some(dir) = &self.tools_dir {
@@ -247,7 +246,7 @@ fn rescan<T>(
     dir: &Path,
     entries: &mut BTreeMap<String, Entry<T>>,
     mut load: impl FnMut(&str, &Path) -> Result<T, Rejection>,
-) -> Result<(), String> {
+) -> Result<(), RuntimeError> {
     let present = scan(dir)?;
     entries.retain(|file, _| present.contains_key(file));
     for (file, (path, stamp)) in present {
@@ -261,8 +260,9 @@ fn rescan<T>(
 }
 
 /// The `*.wasm` files of `dir`, with their length and modification time.
-fn scan(dir: &Path) -> Result<BTreeMap<String, (PathBuf, Stamp)>, String> {
-    let unreadable = |e: std::io::Error| format!("{}: {e}", dir.display());
+fn scan(dir: &Path) -> Result<BTreeMap<String, (PathBuf, Stamp)>, RuntimeError> {
+    let unreadable =
+        |e: std::io::Error| RuntimeError { context: format!("reading {}", dir.display()), message: e.to_string() };
     let entries = std::fs::read_dir(dir).map_err(unreadable)?;
     let mut present = BTreeMap::new();
     for entry in entries {
@@ -290,14 +290,14 @@ fn compile(
     file: &str,
     path: &Path,
 ) -> Result<(String, u64, Component, Kind), Rejection> {
-    let bytes = read_capped(path).map_err(|why| reject(file, None, why))?;
-    check_header(&bytes).map_err(|why| reject(file, None, why))?;
+    let bytes = read_capped(path).map_err(|why| reject(file, None, why.to_string()))?;
+    check_header(&bytes).map_err(|why| reject(file, None, why.to_string()))?;
     let digest = converge_engine::hex(&Sha256::digest(&bytes));
     let component = sandbox
         .compile_cached(cache, &digest, &bytes)
-        .map_err(|e| reject(file, None, format!("is not a valid component: {}", first_line(&e))))?;
-    let kind = world(sandbox, &component).map_err(|why| reject(file, None, why))?;
-    check_imports(sandbox, &component, kind).map_err(|why| reject(file, None, why))?;
+        .map_err(|e| reject(file, None, format!("is not a valid component: {}", converge_sandbox::first_line(&e.0))))?;
+    let kind = world(sandbox, &component).map_err(|why| reject(file, None, why.to_string()))?;
+    check_imports(sandbox, &component, kind).map_err(|why| reject(file, None, why.to_string()))?;
     Ok((digest, bytes.len() as u64, component, kind))
 }
 
@@ -308,7 +308,7 @@ fn load_tool(sandbox: &Sandbox, cache: Option<&Cache>, file: &str, path: &Path) 
         return Err(reject(file, None, format!("is of world {}, not converge-tool", kind.world())));
     }
     Tool::link(sandbox, &component, &digest, Source::Trusted, None, ToolLimits::default())
-        .map_err(|why| reject(file, None, why))
+        .map_err(|why| reject(file, None, why.to_string()))
 }
 
 /// Read, check, compile and link one file, and call its `info()`.

@@ -190,8 +190,8 @@ fn pin_tools(
     let mut unloaded = Vec::new();
     for r in &records {
         let loaded = match store.tool_component(&r.tenant, &r.digest)? {
-            Some(bytes) => runtime.activate(r, &bytes),
-            None => Err("its component is not stored".into()),
+            Some(bytes) => runtime.activate(r, &bytes).map_err(|e| e.message),
+            None => Err("its component is not stored".to_owned()),
         };
         if let Err(why) = loaded {
             unloaded.push(format!("{}: {why}", r.pinned()));

@@ -53,9 +53,7 @@ impl WasmRuntime {
 impl Runtime for WasmRuntime {
     fn refresh(&self) -> Result<Arc<Inventory>, RuntimeError> {
         let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
-        let catalog = registry
-            .refresh()
-            .map_err(|message| RuntimeError { context: "reading the components directories".into(), message })?;
+        let catalog = registry.refresh()?;
         Ok(self.publish(catalog))
     }
 
@@ -80,12 +78,14 @@ impl Runtime for WasmRuntime {
         validate(&self.sandbox, cache.as_ref(), bytes, manifest).report
     }
 
-    fn activate(&self, record: &ToolRecord, bytes: &[u8]) -> Result<(), String> {
+    fn activate(&self, record: &ToolRecord, bytes: &[u8]) -> Result<(), RuntimeError> {
+        let failed = |message: String| RuntimeError { context: format!("loading tool {}", record.pinned()), message };
         if converge_engine::hex(&Sha256::digest(bytes)) != record.digest {
-            return Err("the stored component does not match its digest".into());
+            return Err(failed("the stored component does not match its digest".into()));
         }
         let cache = self.registry.lock().unwrap_or_else(PoisonError::into_inner).cache().cloned();
-        let component = self.sandbox.compile_cached(cache.as_ref(), &record.digest, bytes)?;
+        let component =
+            self.sandbox.compile_cached(cache.as_ref(), &record.digest, bytes).map_err(|e| failed(e.to_string()))?;
         let tool = Tool::link(
             &self.sandbox,
             &component,
@@ -93,7 +93,8 @@ impl Runtime for WasmRuntime {
             Source::Validated,
             Some(record.tenant.clone()),
             record.report.limits,
-        )?;
+        )
+        .map_err(|e| failed(e.to_string()))?;
         let catalog = self.registry.lock().unwrap_or_else(PoisonError::into_inner).add_validated(Arc::new(tool));
         self.publish(catalog);
         Ok(())

@@ -50,8 +50,8 @@ impl Cache {
     /// and stored. A cache that cannot be written only costs the next start its compile time.
     ///
     /// # Errors
-    /// The bytes do not compile (the message says why).
-    pub fn component(&self, sandbox: &Sandbox, digest: &str, bytes: &[u8]) -> Result<Component, String> {
+    /// The bytes do not compile.
+    pub fn component(&self, sandbox: &Sandbox, digest: &str, bytes: &[u8]) -> Result<Component, CompileError> {
         let path = self.path(digest);
         if path.is_file() {
             // SAFETY: only files this cache wrote are named `<sha256 of the bytes>-<engine key>.cwasm` in a
@@ -62,8 +62,11 @@ impl Cache {
                 return Ok(component);
             }
         }
+        // Compiled again: write it whether or not a (corrupt or foreign) file holds the name.
         let component = sandbox.compile(bytes)?;
-        self.put(digest, &component);
+        if let Ok(serialized) = component.serialize() {
+            let _ = self.store(&path, &serialized);
+        }
         Ok(component)
     }
 
@@ -91,8 +94,8 @@ impl Sandbox {
     /// way components are compiled, for agents, trusted tools, stored tools and replays alike.
     ///
     /// # Errors
-    /// The bytes do not compile (the message says why).
-    pub fn compile_cached(&self, cache: Option<&Cache>, digest: &str, bytes: &[u8]) -> Result<Component, String> {
+    /// The bytes do not compile.
+    pub fn compile_cached(&self, cache: Option<&Cache>, digest: &str, bytes: &[u8]) -> Result<Component, CompileError> {
         match cache {
             Some(cache) => cache.component(self, digest, bytes),
             None => self.compile(bytes),
@@ -102,8 +105,20 @@ impl Sandbox {
     /// Compile `bytes` (a component) with this engine's settings; nothing is cached.
     ///
     /// # Errors
-    /// The bytes do not compile or validate (the message says why).
-    pub fn compile(&self, bytes: &[u8]) -> Result<Component, String> {
-        Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))
+    /// The bytes do not parse, validate under the host's WebAssembly features, or compile.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Component, CompileError> {
+        Component::new(&self.engine, bytes).map_err(|e| CompileError(format!("{e:#}")))
+    }
+}
+
+/// Bytes that wasmtime would not compile, with everything it said (a disabled proposal is named there).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CompileError(pub String);
+
+impl CompileError {
+    /// What wasmtime said, on one line: its non-empty lines joined by `: `.
+    pub fn one_line(&self) -> String {
+        self.0.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(": ")
     }
 }

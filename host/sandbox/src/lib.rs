@@ -30,7 +30,7 @@ mod log;
 mod tools;
 mod wasi;
 
-pub use cache::Cache;
+pub use cache::{Cache, CompileError};
 pub use call::{CallOutcome, CallSetup, State, call_seed};
 pub use engine::{GUEST_STACK, Sandbox, SandboxConfig, SandboxError, TICK};
 pub use guest::{AgentPre, InvariantPre, LinkError, ToolPre};

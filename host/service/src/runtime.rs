@@ -128,8 +128,8 @@ pub trait Runtime: Send + Sync {
     /// its report granted; later acceptances of a name win it.
     ///
     /// # Errors
-    /// A sentence: the bytes do not match the digest, or no longer compile or link.
-    fn activate(&self, record: &ToolRecord, bytes: &[u8]) -> Result<(), String>;
+    /// The bytes do not match the digest, or no longer compile or link.
+    fn activate(&self, record: &ToolRecord, bytes: &[u8]) -> Result<(), RuntimeError>;
 
     /// Make the validated tool `digest` of `tenant` uncallable.
     fn deactivate(&self, tenant: &str, digest: &str);

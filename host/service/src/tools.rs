@@ -70,13 +70,12 @@ impl Service {
     }
 
     /// Compile a stored tool from its stored bytes and make it callable.
-    fn activate(&self, record: &ToolRecord) -> Result<(), String> {
+    fn activate(&self, record: &ToolRecord) -> Result<(), ServiceError> {
         let bytes = self
             .store
-            .tool_component(&record.tenant, &record.digest)
-            .map_err(|e| e.to_string())?
-            .ok_or("its component is not stored")?;
-        self.runtime.activate(record, &bytes)
+            .tool_component(&record.tenant, &record.digest)?
+            .ok_or_else(|| ServiceError::NotFound(format!("stored component of tool {}", record.pinned())))?;
+        self.runtime.activate(record, &bytes).map_err(|e| ServiceError::Internal(e.to_string()))
     }
 
     /// After a submission or a review: make the tool callable if it is accepted, else not.

@@ -23,7 +23,7 @@ fn converge(dir: &PathBuf, args: &[&str]) -> Output {
 }
 
 fn example(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name).display().to_string()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name).display().to_string()
 }
 
 #[test]

@@ -17,7 +17,8 @@ pub use session::{CIRCUIT_THRESHOLD, Circuits, MAX_CALLS_PER_EXECUTION, ToolSess
 pub use validate::{COMPILE_TIMEOUT, TESTS_TIMEOUT, validate};
 
 use converge_engine::Failure;
-use converge_sandbox::{Component, Limits, Sandbox, ToolPre, clip};
+use converge_engine::names::NameError;
+use converge_sandbox::{Component, Limits, LinkError, Sandbox, ToolPre, clip};
 use converge_store::ToolLimits;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -71,13 +72,28 @@ impl std::fmt::Debug for Tool {
     }
 }
 
+/// Why a compiled component cannot be made a tool.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ToolError {
+    /// It does not link, or exports `tool` with the wrong type.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// Its `info()` trapped, ran out of a limit, or failed otherwise.
+    #[error("info() failed ({}): {}", .0.kind, .0.message)]
+    Info(Failure),
+    /// The name it declares is not a valid name.
+    #[error(transparent)]
+    Name(#[from] NameError),
+}
+
 impl Tool {
     /// The one way a tool is made: link the compiled `component`, type-check its export, call its `info()`
-    /// under the default tool limits, and check the name it declares.
+    /// under the default tool limits, and check the name it declares (the rules of agent names; `name@digest` is
+    /// how callers pin one).
     ///
     /// # Errors
-    /// A sentence: it does not link, exports `tool` with the wrong type, `info()` failed, or its name is not a
-    /// valid name.
+    /// It does not link, exports `tool` with the wrong type, `info()` failed, or its name is not a valid name.
     pub fn link(
         sandbox: &Sandbox,
         component: &Component,
@@ -85,21 +101,13 @@ impl Tool {
         source: Source,
         owner: Option<String>,
         limits: ToolLimits,
-    ) -> Result<Self, String> {
-        let pre = sandbox.link_tool(component).map_err(|e| e.to_string())?;
+    ) -> Result<Self, ToolError> {
+        let pre = sandbox.link_tool(component)?;
         let out = sandbox.tool_info(&pre, &self::limits(&ToolLimits::default()));
-        let (name, description) = out.result.map_err(|f| format!("info() failed ({}): {}", f.kind, f.message))?;
-        check_tool_name(&name)?;
+        let (name, description) = out.result.map_err(ToolError::Info)?;
+        converge_engine::names::check_name(&name)?;
         Ok(Self { name, description, digest: digest.to_owned(), source, owner, limits, pre })
     }
-}
-
-/// A tool's name: the rules of agent names (`name@digest` is how callers pin one).
-///
-/// # Errors
-/// A sentence naming the problem.
-pub fn check_tool_name(name: &str) -> Result<(), String> {
-    converge_engine::names::check_name(name).map_err(|e| e.to_string())
 }
 
 /// Every callable tool: trusted ones by name, validated ones by name in the order they were accepted.

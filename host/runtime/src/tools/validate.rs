@@ -185,10 +185,9 @@ fn compile_within(sandbox: &Arc<Sandbox>, bytes: &[u8], limit: Duration) -> Resu
         .map_err(|e| format!("could not start compiling: {e}"))?;
     match rx.recv_timeout(limit) {
         Ok(Ok(component)) => Ok(component),
-        Ok(Err(e)) => Err(format!(
-            "the component is not valid under the host's WebAssembly features: {}",
-            e.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(": ")
-        )),
+        Ok(Err(e)) => {
+            Err(format!("the component is not valid under the host's WebAssembly features: {}", e.one_line()))
+        }
         Err(_) => {
             *ABANDONED.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(thread);
             Err(format!("compiling the component took longer than {} s", limit.as_secs()))

@@ -115,3 +115,137 @@ pub fn drive<E: Executor, C: Control, J: Journal>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::{Inputs, Journal, Silent, drive};
+    use crate::exec::{Agent, NoInterrupt, SerialExecutor};
+    use crate::job::Job;
+    use crate::model::{AgentInfo, Effect, Fact, Question};
+    use crate::report::{CycleTrace, Status};
+    use crate::spec::JobSpec;
+    use crate::{Execution, View};
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
+
+    /// Asks `q` in cycle 1; once `answers/q` is there, writes `out/done` with the answer.
+    struct Asker(AgentInfo);
+
+    impl Agent for Asker {
+        fn info(&self) -> &AgentInfo {
+            &self.0
+        }
+
+        fn execute(&self, view: &View) -> Execution {
+            if let Some(a) = view.get("answers", "q") {
+                return Effect { facts: vec![Fact::new("out", "done", a.content)], ..Effect::default() }.into();
+            }
+            let questions = vec![Question { id: "q".into(), prompt: "which?".into() }];
+            Effect { questions, ..Effect::default() }.into()
+        }
+    }
+
+    fn job() -> Job {
+        let info = AgentInfo {
+            name: "asker".into(),
+            reads: vec!["answers".into()],
+            writes: vec!["out".into()],
+            ..AgentInfo::default()
+        };
+        Job::new(&JobSpec::new("ask"), &[Arc::new(Asker(info)) as Arc<dyn Agent>], &[]).unwrap()
+    }
+
+    fn answers(a: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([("q".to_owned(), a.to_owned())])
+    }
+
+    /// Counts cycles and waits; hands out `late` answers at the first wait.
+    #[derive(Default)]
+    struct Recorder {
+        cycles: Vec<u32>,
+        waits: Vec<BTreeSet<String>>,
+        late: Vec<BTreeMap<String, String>>,
+    }
+
+    impl Journal for Recorder {
+        type Error = ();
+
+        fn cycle(&mut self, _job: &Job, trace: &CycleTrace) -> Result<(), ()> {
+            self.cycles.push(trace.cycle);
+            Ok(())
+        }
+
+        fn waiting(&mut self, _job: &Job, given: &BTreeSet<String>) -> Result<BTreeMap<String, String>, ()> {
+            self.waits.push(given.clone());
+            Ok(if self.late.is_empty() { BTreeMap::new() } else { self.late.remove(0) })
+        }
+    }
+
+    #[test]
+    fn a_known_answer_is_given_as_its_question_opens() {
+        let mut j = job();
+        let mut r = Recorder::default();
+        let inputs = Inputs { answers: answers("left"), cancel_at: None };
+        assert_eq!(drive(&mut j, &SerialExecutor, &NoInterrupt, inputs, &mut r), Ok(Status::Converged));
+        assert!(r.waits.is_empty(), "never asked the journal");
+        assert_eq!(j.view().get("out", "done").unwrap().content, "left");
+    }
+
+    #[test]
+    fn a_job_without_its_answer_stops_waiting_and_goes_on_with_one_that_arrives() {
+        let mut j = job();
+        assert_eq!(drive(&mut j, &SerialExecutor, &NoInterrupt, Inputs::default(), &mut Silent), Ok(Status::Waiting));
+        let mut j = job();
+        let mut r = Recorder { late: vec![answers("right")], ..Recorder::default() };
+        assert_eq!(drive(&mut j, &SerialExecutor, &NoInterrupt, Inputs::default(), &mut r), Ok(Status::Converged));
+        assert_eq!(r.waits, [BTreeSet::new()], "asked once, with nothing given yet");
+        assert_eq!(j.view().get("out", "done").unwrap().content, "right");
+        // Resumed from the start with the stored answer, the job reaches the same context.
+        let mut again = job();
+        let inputs = Inputs { answers: answers("right"), cancel_at: None };
+        drive(&mut again, &SerialExecutor, &NoInterrupt, inputs, &mut Silent).unwrap();
+        assert_eq!(again.context_hash(), j.context_hash());
+    }
+
+    #[test]
+    fn an_answer_that_cannot_be_taken_does_not_loop() {
+        let mut j = job();
+        let unknown = BTreeMap::from([("nope".to_owned(), "x".to_owned())]);
+        let mut r = Recorder { late: vec![unknown], ..Recorder::default() };
+        assert_eq!(drive(&mut j, &SerialExecutor, &NoInterrupt, Inputs::default(), &mut r), Ok(Status::Waiting));
+        assert_eq!(r.waits.len(), 2, "asked again once, with the unusable answer counted as given");
+        assert!(r.waits[1].contains("nope"));
+    }
+
+    #[test]
+    fn a_cancel_recorded_at_a_cycle_ends_the_job_there_running_or_waiting() {
+        let mut j = job();
+        let mut r = Recorder::default();
+        let inputs = Inputs { answers: BTreeMap::new(), cancel_at: Some(0) };
+        assert_eq!(drive(&mut j, &SerialExecutor, &NoInterrupt, inputs, &mut r), Ok(Status::Cancelled));
+        assert!(r.cycles.is_empty(), "cancelled before any cycle");
+        let mut j = job();
+        let mut r = Recorder::default();
+        let inputs = Inputs { answers: BTreeMap::new(), cancel_at: Some(5) };
+        assert_eq!(drive(&mut j, &SerialExecutor, &NoInterrupt, inputs, &mut r), Ok(Status::Cancelled));
+        assert_eq!((r.cycles.as_slice(), r.waits.len()), (&[1, 2][..], 0), "a waiting job with a cancel ends at once");
+    }
+
+    #[test]
+    fn a_journal_failure_stops_the_drive() {
+        struct Broken;
+        impl Journal for Broken {
+            type Error = &'static str;
+            fn cycle(&mut self, _: &Job, _: &CycleTrace) -> Result<(), &'static str> {
+                Err("disk full")
+            }
+            fn waiting(&mut self, _: &Job, _: &BTreeSet<String>) -> Result<BTreeMap<String, String>, &'static str> {
+                Ok(BTreeMap::new())
+            }
+        }
+        let mut j = job();
+        assert_eq!(drive(&mut j, &SerialExecutor, &NoInterrupt, Inputs::default(), &mut Broken), Err("disk full"));
+        assert_eq!(j.cycles(), 1);
+    }
+}

@@ -1,0 +1,384 @@
+//! The service over a real store and a fake runtime of native agents: admission, answers, cancels, restarts,
+//! tool validation and review — every rule of the service, with no WebAssembly built.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use converge_engine::{Agent, AgentInfo, Effect, Execution, Fact, JobSpec, Question, RayonExecutor, Status, View};
+use converge_service::{
+    AdaptiveExecutor, AgentEntry, Component, Inventory, Roster, Runtime, RuntimeError, Service, ServiceConfig,
+    ServiceError, Submitted, Watchers,
+};
+use converge_store::{
+    Decision, EventKind, Manifest, Report, SqliteStore, Store, ToolLimits, ToolRecord, ToolStatus, Verdict,
+};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Writes `out/<id>` for each seed `in/<id>`.
+struct Copier(AgentInfo);
+
+impl Agent for Copier {
+    fn info(&self) -> &AgentInfo {
+        &self.0
+    }
+
+    fn execute(&self, view: &View) -> Execution {
+        let facts = view.added("in").map(|f| Fact::new("out", f.id, f.content)).collect();
+        Effect { facts, ..Effect::default() }.into()
+    }
+}
+
+/// Asks `choice` in cycle 1; once answered, writes `decision/final` with the answer.
+struct Asker(AgentInfo);
+
+impl Agent for Asker {
+    fn info(&self) -> &AgentInfo {
+        &self.0
+    }
+
+    fn execute(&self, view: &View) -> Execution {
+        if let Some(a) = view.get("answers", "choice") {
+            return Effect { facts: vec![Fact::new("decision", "final", a.content)], ..Effect::default() }.into();
+        }
+        Effect {
+            questions: vec![Question { id: "choice".into(), prompt: "left or right?".into() }],
+            ..Effect::default()
+        }
+        .into()
+    }
+}
+
+/// The runtime port over native agents; a tool "validates" by its manifest's description.
+struct Fake {
+    agents: Vec<Arc<dyn Agent>>,
+    callable: Mutex<BTreeSet<(String, String)>>,
+}
+
+impl Fake {
+    fn new() -> Self {
+        let info = |name: &str, reads: &[&str], writes: &[&str]| AgentInfo {
+            name: name.into(),
+            reads: reads.iter().map(|s| (*s).to_owned()).collect(),
+            writes: writes.iter().map(|s| (*s).to_owned()).collect(),
+            ..AgentInfo::default()
+        };
+        let agents: Vec<Arc<dyn Agent>> = vec![
+            Arc::new(Copier(info("copier", &["in"], &["out"]))),
+            Arc::new(Asker(info("asker", &["answers"], &["decision"]))),
+        ];
+        Self { agents, callable: Mutex::default() }
+    }
+}
+
+impl Runtime for Fake {
+    fn refresh(&self) -> Result<Arc<Inventory>, RuntimeError> {
+        Ok(self.inventory())
+    }
+
+    fn inventory(&self) -> Arc<Inventory> {
+        let agents = self
+            .agents
+            .iter()
+            .map(|a| AgentEntry {
+                component: Component {
+                    name: a.info().name.clone(),
+                    file: format!("{}.wasm", a.info().name),
+                    digest: format!("digest-of-{}", a.info().name),
+                    size: 1,
+                },
+                info: a.info().clone(),
+            })
+            .collect();
+        Arc::new(Inventory { agents, ..Inventory::default() })
+    }
+
+    fn roster(&self, _spec: &JobSpec, _tenant: &str, _id: &str) -> Roster {
+        (self.agents.clone(), Vec::new())
+    }
+
+    fn validate(&self, bytes: &[u8], manifest: &Manifest) -> Report {
+        let verdict = match manifest.description.as_str() {
+            "good" => Verdict::Accepted,
+            "shaky" => Verdict::NeedsReview,
+            _ => Verdict::Rejected,
+        };
+        Report {
+            verdict,
+            reasons: if verdict == Verdict::Accepted { Vec::new() } else { vec![manifest.description.clone()] },
+            name: manifest.name.clone(),
+            description: manifest.description.clone(),
+            digest: format!("{:0>64}", bytes.len()),
+            size: bytes.len() as u64,
+            imports: Vec::new(),
+            attempts: Vec::new(),
+            tests: Vec::new(),
+            limits: ToolLimits::default(),
+            requested: Vec::new(),
+        }
+    }
+
+    fn activate(&self, record: &ToolRecord, _bytes: &[u8]) -> Result<(), RuntimeError> {
+        self.callable.lock().unwrap().insert((record.tenant.clone(), record.pinned()));
+        Ok(())
+    }
+
+    fn deactivate(&self, tenant: &str, digest: &str) {
+        self.callable.lock().unwrap().retain(|(t, pinned)| t != tenant || !pinned.ends_with(digest));
+    }
+
+    fn callable(&self, tenant: &str, name: &str) -> bool {
+        self.callable.lock().unwrap().iter().any(|(t, pinned)| t == tenant && pinned == name)
+    }
+}
+
+struct Setup {
+    svc: Arc<Service>,
+    store: Arc<SqliteStore>,
+    runtime: Arc<Fake>,
+}
+
+fn dir(test: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("service").join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A service over the store in `dir`; `workers` 0 leaves every job queued.
+fn service(dir: &std::path::Path, workers: usize, config: &ServiceConfig) -> Setup {
+    let watchers = Arc::new(Watchers::default());
+    let hook = Arc::clone(&watchers);
+    let store = Arc::new(SqliteStore::open(dir, Some(Arc::new(move |e| hook.publish(e)))).unwrap());
+    let runtime = Arc::new(Fake::new());
+    let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap());
+    let executor = AdaptiveExecutor::new(RayonExecutor::new(pool), 2);
+    let config = ServiceConfig { workers, ..config.clone() };
+    let svc = Service::new(
+        Arc::clone(&store) as Arc<dyn Store>,
+        Arc::clone(&runtime) as Arc<dyn Runtime>,
+        executor,
+        watchers,
+        config,
+    )
+    .unwrap();
+    svc.start().unwrap();
+    Setup { svc, store, runtime }
+}
+
+fn spec(json: &str) -> JobSpec {
+    JobSpec::from_json(json).unwrap()
+}
+
+const COPY: &str = r#"{"goal": "copy", "agents": ["copier"], "facts": [{"key": "in", "id": "1", "content": "hi"}]}"#;
+const ASK: &str = r#"{"goal": "ask", "agents": ["asker"]}"#;
+const WAIT: Option<Duration> = Some(Duration::from_secs(30));
+
+async fn until(svc: &Service, id: &str, status: Status) -> converge_engine::JobResult {
+    for _ in 0..600 {
+        let r = svc.result("t", id).await.unwrap();
+        if r.status == status {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("job {id} never reached {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_is_committed_and_a_wait_returns_its_result() {
+    let s = service(&dir("submit"), 2, &ServiceConfig::default());
+    let Submitted::Ended(result) = s.svc.submit("t", spec(COPY), None, WAIT).await.unwrap() else {
+        panic!("ended within the wait")
+    };
+    assert_eq!(result.status, Status::Converged);
+    assert!(result.facts.iter().any(|f| f.key == "out" && f.content == "hi"));
+    let stored = s.store.job(Some("t"), &result.id).unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.context_hash.as_deref()),
+        (Status::Converged, Some(result.context_hash.as_str()))
+    );
+    assert_eq!(stored.components.keys().collect::<Vec<_>>(), ["copier"], "the components it ran, recorded");
+    let Submitted::Accepted { status, .. } = s.svc.submit("t", spec(COPY), None, None).await.unwrap() else {
+        panic!("no wait: accepted")
+    };
+    assert_eq!(status, Status::Queued);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_agents_bad_keys_and_reused_keys_are_refused_naming_the_problem() {
+    let s = service(&dir("refusals"), 0, &ServiceConfig::default());
+    match s.svc.submit("t", spec(r#"{"goal": "x", "agents": ["nope"]}"#), None, None).await {
+        Err(ServiceError::InvalidSpec(m)) => assert!(m.contains("unknown agent \"nope\""), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        s.svc.submit("t", spec(COPY), Some(String::new()), None).await,
+        Err(ServiceError::Invalid(m)) if m.contains("Idempotency-Key")
+    ));
+    let first = s.svc.submit("t", spec(COPY), Some("k".into()), None).await.unwrap();
+    let again = s.svc.submit("t", spec(COPY), Some("k".into()), None).await.unwrap();
+    assert_eq!(first.id(), again.id(), "one job per key");
+    match s.svc.submit("t", spec(ASK), Some("k".into()), None).await {
+        Err(ServiceError::IdempotencyConflict { job }) => assert_eq!(job, first.id()),
+        other => panic!("{other:?}"),
+    }
+    let all = s.store.list(Some("t"), &converge_store::ListFilter { limit: 10, ..Default::default() }).unwrap();
+    assert_eq!(all.len(), 1, "nothing else written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_before_anything_is_written() {
+    let s = service(&dir("full"), 0, &ServiceConfig { queue: 2, retry_after: 3, ..ServiceConfig::default() });
+    for _ in 0..2 {
+        s.svc.submit("t", spec(COPY), None, None).await.unwrap();
+    }
+    match s.svc.submit("t", spec(COPY), None, None).await {
+        Err(ServiceError::Overloaded { retry_after, message }) => {
+            assert_eq!(retry_after, 3);
+            assert!(message.contains("queue is full"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.store.counts().unwrap().get(&Status::Queued), Some(&2));
+    assert_eq!(s.svc.queue_depth(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_resumes_a_waiting_job_and_wrong_answers_are_named() {
+    let s = service(&dir("answers"), 2, &ServiceConfig::default());
+    let submitted = s.svc.submit("t", spec(ASK), None, WAIT).await.unwrap();
+    let id = submitted.id().to_owned();
+    let waiting = until(&s.svc, &id, Status::Waiting).await;
+    assert_eq!(waiting.open_questions[0].id, "choice");
+    assert!(matches!(s.svc.answer("t", &id, "other", "x".into()).await, Err(ServiceError::UnknownQuestion { .. })));
+    assert!(matches!(s.svc.answer("u", &id, "choice", "x".into()).await, Err(ServiceError::NotFound(_))));
+    assert!(s.svc.answer("t", &id, "choice", "left".into()).await.unwrap(), "every answer given: resumed");
+    assert!(matches!(
+        s.svc.answer("t", &id, "choice", "right".into()).await,
+        Err(ServiceError::AlreadyAnswered { .. })
+    ));
+    let done = until(&s.svc, &id, Status::Converged).await;
+    assert!(done.facts.iter().any(|f| f.key == "decision" && f.content == "left"));
+    assert!(matches!(
+        s.svc.answer("t", &id, "choice", "late".into()).await,
+        Err(ServiceError::Finished { status: Status::Converged, .. })
+    ));
+    assert!(matches!(s.svc.cancel("t", &id).await, Err(ServiceError::Finished { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_waiting_job_ends_cancelled_with_its_facts() {
+    let s = service(&dir("cancel"), 2, &ServiceConfig::default());
+    let id = s.svc.submit("t", spec(ASK), None, WAIT).await.unwrap().id().to_owned();
+    until(&s.svc, &id, Status::Waiting).await;
+    assert_eq!(s.svc.cancel("t", &id).await.unwrap(), Status::Waiting);
+    let r = until(&s.svc, &id, Status::Cancelled).await;
+    assert_eq!(r.error.unwrap().kind, "cancelled");
+    assert!(matches!(s.svc.cancel("t", "job_nope").await, Err(ServiceError::NotFound(_))));
+    assert!(matches!(s.svc.cancel("t", "../etc").await, Err(ServiceError::NotFound(_))), "an id of no job");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_admitted_jobs_to_the_hash_of_an_uninterrupted_run() {
+    let d = dir("restart");
+    let uninterrupted = {
+        let s = service(&dir("restart-reference"), 2, &ServiceConfig::default());
+        let Submitted::Ended(r) = s.svc.submit("t", spec(COPY), None, WAIT).await.unwrap() else { panic!("ended") };
+        r.context_hash
+    };
+    let id = {
+        let s = service(&d, 0, &ServiceConfig::default());
+        let id = s.svc.submit("t", spec(COPY), None, None).await.unwrap().id().to_owned();
+        s.svc.shutdown();
+        s.store.close();
+        id
+    };
+    let s = service(&d, 2, &ServiceConfig::default());
+    let r = until(&s.svc, &id, Status::Converged).await;
+    assert_eq!(r.context_hash, uninterrupted);
+    let kinds: Vec<EventKind> = s.store.events(&id, 0).unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds.first(), Some(&EventKind::Created));
+    assert_eq!(kinds.last(), Some(&EventKind::End));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_a_job_gives_every_event_once_and_ends_with_end() {
+    let s = service(&dir("follow"), 2, &ServiceConfig::default());
+    let id = s.svc.submit("t", spec(ASK), None, WAIT).await.unwrap().id().to_owned();
+    until(&s.svc, &id, Status::Waiting).await;
+    let mut events = s.svc.follow("t", &id, 0).await.unwrap();
+    s.svc.answer("t", &id, "choice", "left".into()).await.unwrap();
+    let mut seqs = Vec::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(30), events.recv()).await.unwrap() {
+        seqs.push(e.seq);
+        if e.kind == EventKind::End {
+            break;
+        }
+    }
+    let stored: Vec<u64> = s.store.events(&id, 0).unwrap().into_iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, stored, "the whole trail, live, no gap and no repeat");
+    let mut resumed = s.svc.follow("t", &id, 3).await.unwrap();
+    assert_eq!(resumed.recv().await.map(|e| e.seq), Some(4), "resumes after the sequence number given");
+    assert!(matches!(s.svc.follow("u", &id, 0).await, Err(ServiceError::NotFound(_))), "another tenant's job");
+}
+
+fn manifest(name: &str, description: &str) -> Manifest {
+    Manifest {
+        name: name.into(),
+        description: description.into(),
+        tests: Vec::new(),
+        requested: Vec::new(),
+        limits: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validated_tools_follow_their_reviews_and_the_line_is_bounded() {
+    let s = service(&dir("tools"), 1, &ServiceConfig { validations_waiting: 0, ..ServiceConfig::default() });
+    let ticket = s.svc.validation_ticket().unwrap();
+    assert!(matches!(s.svc.validation_ticket(), Err(ServiceError::Overloaded { retry_after: 5, .. })), "one place");
+    let shaky = s.svc.validate(ticket, "t", vec![1; 3], manifest("shaky", "shaky")).await.unwrap();
+    assert_eq!((shaky.record.status, shaky.callable), (ToolStatus::NeedsReview, false));
+    let digest = shaky.record.digest.clone();
+    assert!(matches!(
+        s.svc.review("t", &digest, Decision::Approve, " ".into(), String::new()).await,
+        Err(ServiceError::Invalid(m)) if m.starts_with("reviewer")
+    ));
+    assert!(
+        matches!(
+            s.svc.review("u", &digest, Decision::Approve, "ada".into(), String::new()).await,
+            Err(ServiceError::NotFound(_))
+        ),
+        "another tenant cannot approve it"
+    );
+    let (approved, callable) = s.svc.review("t", &digest, Decision::Approve, "ada".into(), "ok".into()).await.unwrap();
+    assert_eq!((approved.status, callable), (ToolStatus::Accepted, true));
+    assert!(s.runtime.callable("t", &approved.pinned()) && !s.runtime.callable("u", &approved.pinned()));
+    let (revoked, callable) = s.svc.review("t", &digest, Decision::Revoke, "ada".into(), "no".into()).await.unwrap();
+    assert_eq!((revoked.status, callable), (ToolStatus::Revoked, false));
+    assert!(matches!(
+        s.svc.review("t", &digest, Decision::Revoke, "ada".into(), String::new()).await,
+        Err(ServiceError::NotPending { status: ToolStatus::Revoked, revoke: true, .. })
+    ));
+    let good = s.svc.validate(s.svc.validation_ticket().unwrap(), "t", vec![2; 5], manifest("good", "good")).await;
+    let good = good.unwrap();
+    assert_eq!((good.record.status, good.callable), (ToolStatus::Accepted, true));
+    let listing = s.svc.tools("t").await.unwrap();
+    assert_eq!(
+        listing.submitted.iter().map(|(r, c)| (r.name.as_str(), *c)).collect::<Vec<_>>(),
+        [("shaky", false), ("good", true)]
+    );
+    assert!(s.svc.tools("u").await.unwrap().submitted.is_empty());
+    assert!(matches!(s.svc.tool("t", "not-a-digest").await, Err(ServiceError::NotFound(_))));
+    // At a restart the accepted ones are callable again, the revoked one is not.
+    s.svc.shutdown();
+    s.store.close();
+    let again = service(&dir_keep("tools"), 1, &ServiceConfig::default());
+    assert!(again.runtime.callable("t", &good.record.pinned()));
+    assert!(!again.runtime.callable("t", &revoked.pinned()));
+}
+
+/// The directory of an earlier `dir(test)`, kept.
+fn dir_keep(test: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("service").join(test)
+}

@@ -15,6 +15,7 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 fn main() -> Result<()> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let out = PathBuf::from(env::var("OUT_DIR")?);
+    ensure_wasm_target()?;
     println!("cargo:rerun-if-changed={}", manifest_dir.join("../wit").display());
     println!("cargo:rerun-if-changed={}", manifest_dir.join("../sdk/src").display());
     let mut list = String::new();
@@ -29,6 +30,34 @@ fn main() -> Result<()> {
     components(&mut list, "TOOLS", "example tool", &agents.join("tools"), &release)?;
     fs::write(out.join("guests.rs"), list)?;
     Ok(())
+}
+
+/// Make sure the toolchain building this has the `wasm32-wasip2` target, adding it through rustup when it does
+/// not: on a machine where rustup does not install what `rust-toolchain.toml` asks for on use
+/// (`RUSTUP_AUTO_INSTALL=0`), the test command must still work by itself.
+fn ensure_wasm_target() -> Result<()> {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc).args(["--print", "sysroot"]).output()?;
+    let sysroot = PathBuf::from(String::from_utf8(sysroot.stdout)?.trim());
+    if sysroot.join("lib/rustlib/wasm32-wasip2/lib").is_dir() {
+        return Ok(());
+    }
+    println!("cargo:warning=the wasm32-wasip2 target is missing; adding it with `rustup target add wasm32-wasip2`");
+    // rustup picks the toolchain of this build from RUSTUP_TOOLCHAIN, which its proxy set.
+    let added = Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).status();
+    match added {
+        Ok(status) if status.success() && sysroot.join("lib/rustlib/wasm32-wasip2/lib").is_dir() => Ok(()),
+        Ok(status) => {
+            Err(format!("`rustup target add wasm32-wasip2` failed ({status}); the tests build guests for that target")
+                .into())
+        }
+        Err(e) => Err(format!(
+            "the wasm32-wasip2 target is not installed for {} and rustup could not be run ({e}); install the \
+             target for this toolchain (the tests build guests for it)",
+            sysroot.display()
+        )
+        .into()),
+    }
 }
 
 /// Build the cargo workspace at `workspace` for `wasm32-wasip2` into `target_dir`; returns where the
@@ -60,12 +89,7 @@ fn build(workspace: &Path, target_dir: &Path) -> Result<PathBuf> {
     }
     let status = cmd.status()?;
     if !status.success() {
-        return Err(format!(
-            "building {} failed ({status}); is the wasm32-wasip2 target installed? \
-             `rustup toolchain install` adds it from rust-toolchain.toml",
-            workspace.display()
-        )
-        .into());
+        return Err(format!("building {} for wasm32-wasip2 failed ({status})", workspace.display()).into());
     }
     Ok(target_dir.join("wasm32-wasip2").join("release"))
 }

@@ -36,6 +36,7 @@ const COVERED: &[&str] = &[
     "tool-caller",
     "tool-clock",
     "tool-fail",
+    "tool-fetch",
     "tool-grow",
     "tool-huge",
     "tool-recurse",

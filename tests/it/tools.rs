@@ -334,6 +334,29 @@ fn what_a_tool_tried_is_listed_and_makes_it_need_review() {
 }
 
 #[test]
+fn an_http_request_is_built_but_never_sent_and_the_attempt_is_listed() {
+    let report = check(&guest("tool-fetch"), &any_output("fetch"));
+    assert_eq!(report.verdict, Verdict::NeedsReview, "{report:#?}");
+    assert!(
+        report.attempts.iter().any(|a| a == "http: tried POST https://example.com/exfil; denied"),
+        "{:?}",
+        report.attempts
+    );
+    // The guest built it all (headers checked, the request's headers immutable, the body written nowhere) and
+    // was told no: an error it can handle, not a trap.
+    let output = report.tests[0].output.as_deref().unwrap_or_else(|| panic!("{report:#?}"));
+    for seen in [
+        "bad name: Err(HeaderError::InvalidSyntax)",
+        "immutable: Err(HeaderError::Immutable)",
+        "secret: [[52, 50]]",
+        "written: Ok(())",
+    ] {
+        assert!(output.contains(seen), "{seen} not in {output}");
+    }
+    assert!(output.ends_with("sent: Err(ErrorCode::HttpRequestDenied)"), "{output}");
+}
+
+#[test]
 fn clocks_and_randomness_give_identical_outputs_on_both_runs() {
     let report = check(&guest("tool-clock"), &any_output("clock"));
     assert_eq!(report.verdict, Verdict::Accepted, "{report:#?}");

@@ -7,14 +7,13 @@ use crate::engine::{Sandbox, TICK};
 use crate::limits::{HOSTCALL_BASE, Limiter, Limits, Meter};
 use crate::log::Logs;
 use crate::tools::ToolHost;
-use crate::wasi::{Capture, DenyHttp, MAX_ATTEMPTS, VirtualClock};
+use crate::wasi::{Capture, MAX_ATTEMPTS, VirtualClock};
 use converge_engine::{Failure, FailureKind, ToolCall};
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{Store, Trap};
 use wasmtime_wasi::WasiCtx;
-use wasmtime_wasi_http::WasiHttpCtx;
 
 /// What one call gets besides its limits.
 #[derive(Default)]
@@ -86,9 +85,7 @@ impl Sandbox {
         let mut logs = std::mem::take(&mut state.logs);
         logs.capture("stdout", &stdout);
         logs.capture("stderr", &stderr);
-        let mut attempts = std::mem::take(&mut state.attempts);
-        attempts.extend(std::mem::take(&mut state.hooks.0));
-        attempts.truncate(MAX_ATTEMPTS);
+        let attempts = std::mem::take(&mut state.attempts);
         let tools = state.tools.take().map(ToolHost::finish).unwrap_or_default();
         drop(store);
         CallOutcome { result, fuel, memory, logs: logs.finish(), elapsed: start.elapsed(), attempts, tools }
@@ -110,8 +107,6 @@ pub fn call_seed(job: &[u8; 32], name: &str, cycle: u32) -> [u8; 32] {
 pub struct State {
     pub(crate) table: ResourceTable,
     pub(crate) wasi: WasiCtx,
-    pub(crate) http: WasiHttpCtx,
-    pub(crate) hooks: DenyHttp,
     pub(crate) limiter: Limiter,
     pub(crate) meter: Meter,
     pub(crate) logs: Logs,
@@ -127,8 +122,6 @@ impl State {
         let state = Self {
             table: ResourceTable::new(),
             wasi: crate::wasi::context(&setup.seed, &clock, &stdout, &stderr),
-            http: WasiHttpCtx::new(),
-            hooks: DenyHttp::default(),
             limiter: Limiter::new(limits.memory_bytes),
             meter: Meter::new(limits.fuel),
             logs: Logs::default(),

@@ -30,20 +30,27 @@ impl Service {
             if let Err(e) = outcome {
                 tracing::error!(error = %e, "job left unfinished; it resumes at the next start");
             }
-            // Forget this run only: an answer may have queued the job again and another worker may run it now.
-            if let Ok(mut r) = self.running.lock()
-                && r.get(&id).is_some_and(|d| Arc::ptr_eq(d, &deadline))
+            if self.forget_run(&id, &deadline)
+                && let Ok(mut l) = self.live.lock()
             {
-                r.remove(&id);
-                if let Ok(mut l) = self.live.lock() {
-                    l.remove(&id);
-                }
+                l.remove(&id);
             }
         }
     }
 
+    /// Forget this run of `id` (only this one: an answer may have queued the job again and another worker may
+    /// run it now). Returns whether it was still recorded.
+    fn forget_run(&self, id: &str, deadline: &Arc<Deadline>) -> bool {
+        let Ok(mut r) = self.running.lock() else { return false };
+        if r.get(id).is_some_and(|d| Arc::ptr_eq(d, deadline)) {
+            r.remove(id);
+            return true;
+        }
+        false
+    }
+
     /// Run one job to its next stop: an end (stored), or waiting for answers (stored as `waiting`).
-    fn run_one(&self, id: &str, deadline: &Deadline) -> Result<(), StoreError> {
+    fn run_one(&self, id: &str, deadline: &Arc<Deadline>) -> Result<(), StoreError> {
         let Some(record) = self.store.job(None, id)? else {
             tracing::warn!("queued job is not in the store");
             return Ok(());
@@ -69,14 +76,21 @@ impl Service {
             cancel_at: started.record.cancel_requested.then_some(started.record.cycles),
         };
         let mut journal = StoreJournal { svc: self, id, deadline, pending: Vec::new() };
-        let status = drive(&mut job, &self.executor, deadline, inputs, &mut journal)?;
+        let status = drive(&mut job, &self.executor, deadline.as_ref(), inputs, &mut journal)?;
         journal.flush();
         if status == Status::Waiting {
             return Ok(());
         }
         let elapsed = deadline.elapsed();
-        wait(self.store.finish(id, outcome(&job, id, deadline)))?;
+        let end = outcome(&job, id, deadline);
+        // Counted, and no longer running, before the end commits: whoever sees the end (a `?wait=`, the event
+        // stream) then sees the counters agree.
         self.observe(|o| o.finished(status, elapsed));
+        let still_ours = self.forget_run(id, deadline);
+        wait(self.store.finish(id, end))?;
+        if still_ours && let Ok(mut l) = self.live.lock() {
+            l.remove(id);
+        }
         tracing::info!(status = %status, cycles = job.cycles(), "job ended");
         Ok(())
     }

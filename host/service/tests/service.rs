@@ -199,9 +199,9 @@ async fn a_submission_is_committed_and_a_wait_returns_its_result() {
     );
     assert_eq!(stored.components.keys().collect::<Vec<_>>(), ["copier"], "the components it ran, recorded");
     let Submitted::Accepted { status, .. } = s.svc.submit("t", spec(COPY), None, None).await.unwrap() else {
-        panic!("no wait: accepted")
+        panic!("no wait: accepted, whatever the job has done since")
     };
-    assert_eq!(status, Status::Queued);
+    assert!(matches!(status, Status::Queued | Status::Running | Status::Converged), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,9 +253,10 @@ async fn an_answer_resumes_a_waiting_job_and_wrong_answers_are_named() {
     assert!(matches!(s.svc.answer("t", &id, "other", "x".into()).await, Err(ServiceError::UnknownQuestion { .. })));
     assert!(matches!(s.svc.answer("u", &id, "choice", "x".into()).await, Err(ServiceError::NotFound(_))));
     assert!(s.svc.answer("t", &id, "choice", "left".into()).await.unwrap(), "every answer given: resumed");
+    // Refused either way: answered already, or (native agents are quick) the resumed job has ended.
     assert!(matches!(
         s.svc.answer("t", &id, "choice", "right".into()).await,
-        Err(ServiceError::AlreadyAnswered { .. })
+        Err(ServiceError::AlreadyAnswered { .. } | ServiceError::Finished { .. })
     ));
     let done = until(&s.svc, &id, Status::Converged).await;
     assert!(done.facts.iter().any(|f| f.key == "decision" && f.content == "left"));

@@ -12,7 +12,6 @@ mod random;
 mod stdio;
 
 pub(crate) use clocks::VirtualClock;
-pub(crate) use http::DenyHttp;
 pub(crate) use stdio::Capture;
 
 use crate::call::State;
@@ -26,12 +25,12 @@ pub(crate) const WASI: &str = "0.2.12";
 /// Refused attempts kept per call.
 pub(crate) const MAX_ATTEMPTS: usize = 64;
 
-/// The linker every component is instantiated against: WASI p2 and `wasi:http` with nothing granted, the
+/// The linker every component is instantiated against: WASI p2 and `wasi:http` (our own, refusing) with nothing granted, the
 /// converge interfaces, and the shadowed functions (virtual sleeps, recorded refusals).
 pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
+    http::add_to_linker(&mut linker)?;
     crate::bindings::agent::ConvergeAgent::add_to_linker::<State, wasmtime::component::HasSelf<State>>(
         &mut linker,
         |s| s,

@@ -325,6 +325,25 @@ pub struct JobResult {
     pub error: Option<ErrorInfo>,
 }
 
+impl JobResult {
+    /// The result of a job that has not run a cycle: queued, or ended before it could start (`error` says why).
+    pub fn empty(id: &str, status: Status, error: Option<ErrorInfo>) -> Self {
+        Self {
+            id: id.to_owned(),
+            status,
+            reason: None,
+            cycles: 0,
+            facts: Vec::new(),
+            open_questions: Vec::new(),
+            diagnostics: Vec::new(),
+            context_hash: String::new(),
+            deterministic: true,
+            stats: Stats::default(),
+            error,
+        }
+    }
+}
+
 /// How one agent call ended, as the trace records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -72,10 +72,11 @@ impl Service {
         }
         let wait = wait.map(|w| w.min(self.config.max_wait));
         self.check_names(&spec, tenant)?;
-        let permit = self.queue.reserve().ok_or_else(|| ServiceError::Overloaded {
-            message: format!("the queue is full ({} jobs waiting to start); retry later", self.queue.capacity()),
-            retry_after: self.config.retry_after,
-        })?;
+        // A shared queue is bounded by what every replica queued.
+        if self.store.shared() && self.queue_depth().await >= self.queue.capacity() {
+            return Err(self.overloaded());
+        }
+        let permit = self.queue.reserve().ok_or_else(|| self.overloaded())?;
         let canonical = serde_json::to_string(&spec).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let spec_hash = converge_engine::hex(&Sha256::digest(canonical.as_bytes()));
         let id = format!("job_{}", uuid::Uuid::now_v7().simple());
@@ -128,6 +129,13 @@ impl Service {
             return Ok(Submitted::Ended(Box::new(self.current_result(&record))));
         }
         Ok(Submitted::Accepted { id, status: record.status })
+    }
+
+    fn overloaded(&self) -> ServiceError {
+        ServiceError::Overloaded {
+            message: format!("the queue is full ({} jobs waiting to start); retry later", self.queue.capacity()),
+            retry_after: self.config.retry_after,
+        }
     }
 
     /// Unknown agent or invariant names are the client's mistake, named by the engine's check.

@@ -95,6 +95,24 @@ impl JobQueue {
         }
     }
 
+    /// The next job, waiting at most `timeout`: `Ok(Some(id))`, `Ok(None)` when the time passed with nothing
+    /// queued, `Err(())` once closed.
+    #[allow(clippy::result_unit_err)]
+    pub fn pop_timeout(&self, timeout: std::time::Duration) -> Result<Option<String>, ()> {
+        let start = Instant::now();
+        let mut q = self.0.inner.lock().map_err(drop)?;
+        loop {
+            if self.0.closed.load(Ordering::Acquire) {
+                return Err(());
+            }
+            if let Some((id, _)) = q.ids.pop_front() {
+                return Ok(Some(id));
+            }
+            let Some(left) = timeout.checked_sub(start.elapsed()) else { return Ok(None) };
+            q = self.0.ready.wait_timeout(q, left).map_err(drop)?.0;
+        }
+    }
+
     /// Wake every worker and make `pop` return `None`.
     pub fn close(&self) {
         self.0.closed.store(true, Ordering::Release);

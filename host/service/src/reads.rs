@@ -74,17 +74,12 @@ impl Service {
                     }
                 }
                 let Some(rx) = live.as_mut() else { return };
+                // A live event says there is more: the trail is read again from where this follower is (a notice
+                // from a shared store carries no payload, and a follower that fell behind must not skip any).
                 loop {
                     match rx.recv().await {
                         Ok(e) if e.seq <= last => {}
-                        Ok(e) => {
-                            last = e.seq;
-                            let end = e.kind == EventKind::End;
-                            if tx.send((*e).clone()).await.is_err() || end {
-                                return;
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => break,
                         Err(broadcast::error::RecvError::Closed) => {
                             live = None;
                             break;

@@ -1,6 +1,6 @@
 //! The [`Service`] value: the store, the runtime, the queue and the workers, and the plumbing every call shares.
 
-use crate::deadline::Deadline;
+use crate::worker::Run;
 use crate::error::ServiceError;
 use crate::executor::AdaptiveExecutor;
 use crate::metrics::{Metrics, Observer};
@@ -8,7 +8,7 @@ use crate::queue::JobQueue;
 use crate::runtime::{Inventory, Runtime};
 use crate::watch::Watchers;
 use converge_engine::JobResult;
-use converge_store::{Event, Store, StoreError};
+use converge_store::{Event, Notice, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -35,6 +35,15 @@ pub struct ServiceConfig {
     pub validations_waiting: usize,
     /// `Retry-After` seconds a refusal for load suggests.
     pub retry_after: u64,
+    /// This process's name, held with its leases (for operators; any unique string).
+    pub owner: String,
+    /// How long a run's lease holds without renewal; the lease keeper renews every third of it.
+    pub lease: Duration,
+    /// Runs of one job that may end without a stop (the process died, the lease expired) before the job is ended
+    /// `agent_failed` (`attempts_exhausted`) instead of run again.
+    pub max_attempts: u32,
+    /// How often a worker of a shared store looks for claimable work when no doorbell rang.
+    pub poll: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -46,6 +55,10 @@ impl Default for ServiceConfig {
             max_wait: Duration::from_mins(1),
             validations_waiting: 3,
             retry_after: 1,
+            owner: format!("converge-{}", std::process::id()),
+            lease: Duration::from_secs(30),
+            max_attempts: 3,
+            poll: Duration::from_secs(1),
         }
     }
 }
@@ -57,8 +70,8 @@ pub struct Service {
     pub(crate) executor: AdaptiveExecutor,
     pub(crate) queue: JobQueue,
     pub(crate) config: ServiceConfig,
-    /// The deadline of each job a worker runs now.
-    pub(crate) running: Mutex<BTreeMap<String, Arc<Deadline>>>,
+    /// Each job a worker runs now.
+    pub(crate) running: Mutex<BTreeMap<String, Arc<Run>>>,
     /// The latest per-cycle result of each running job.
     pub(crate) live: Mutex<BTreeMap<String, Arc<JobResult>>>,
     pub(crate) watchers: Arc<Watchers>,
@@ -108,6 +121,12 @@ impl Service {
             started: Instant::now(),
         });
         svc.load_validated_tools();
+        let weak = Arc::downgrade(&svc);
+        svc.store.listen(Arc::new(move |notice| {
+            if let Some(svc) = weak.upgrade() {
+                svc.on_notice(notice);
+            }
+        }));
         Ok(svc)
     }
 
@@ -131,6 +150,18 @@ impl Service {
                 .map_err(|e| ServiceError::Internal(format!("starting a worker: {e}")))?;
         }
         let svc = Arc::downgrade(self);
+        let every = (self.config.lease / 3).max(Duration::from_millis(10));
+        std::thread::Builder::new()
+            .name("converge-leases".into())
+            .spawn(move || {
+                while let Some(svc) = svc.upgrade() {
+                    svc.renew_leases();
+                    drop(svc);
+                    std::thread::sleep(every);
+                }
+            })
+            .map_err(|e| ServiceError::Internal(format!("starting the lease keeper: {e}")))?;
+        let svc = Arc::downgrade(self);
         let every = self.config.rescan;
         std::thread::Builder::new()
             .name("converge-rescan".into())
@@ -148,9 +179,30 @@ impl Service {
         Ok(n)
     }
 
-    /// Stop taking jobs from the queue; running jobs are left to the next start.
+    /// Stop taking jobs from the queue; running jobs are left to the next start (or, on a shared store, to any
+    /// replica once their leases expire).
     pub fn shutdown(&self) {
         self.queue.close();
+    }
+
+    /// Drain: claim nothing more (readiness fails from now on), let the running jobs finish within `within`,
+    /// then give the rest back so another process takes them at once. Returns how many were given back.
+    pub fn drain(&self, within: Duration) -> usize {
+        self.queue.close();
+        let start = Instant::now();
+        while self.running() > 0 && start.elapsed() < within {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let runs: Vec<Arc<Run>> = self.running.lock().map(|r| r.values().cloned().collect()).unwrap_or_default();
+        for run in &runs {
+            run.deadline.release();
+        }
+        // A released run stops at its next check, after the call in flight (each call has its own time limit).
+        let grace = Instant::now();
+        while self.running() > 0 && grace.elapsed() < Duration::from_mins(1) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        runs.len()
     }
 
     /// The store.
@@ -195,9 +247,15 @@ impl Service {
         self.started.elapsed()
     }
 
-    /// Jobs waiting for a worker.
-    pub fn queue_depth(&self) -> usize {
-        self.queue.len()
+    /// Jobs waiting for a worker: counted in the store when it is shared (the queue of every replica), else in
+    /// this process's queue.
+    pub async fn queue_depth(&self) -> usize {
+        if !self.store.shared() {
+            return self.queue.len();
+        }
+        let store = Arc::clone(&self.store);
+        let n = tokio::task::spawn_blocking(move || store.queued()).await.ok().and_then(Result::ok).unwrap_or(0);
+        usize::try_from(n).unwrap_or(usize::MAX)
     }
 
     /// Whether the service has stopped taking jobs.
@@ -222,8 +280,30 @@ impl Service {
 
     /// Ask a running job to stop at its next check.
     pub(crate) fn interrupt(&self, id: &str) {
-        if let Some(d) = self.running.lock().ok().and_then(|r| r.get(id).cloned()) {
-            d.cancel();
+        if let Some(run) = self.running.lock().ok().and_then(|r| r.get(id).cloned()) {
+            run.deadline.cancel();
+        }
+    }
+
+    /// A change another process (or this one) committed to a shared store.
+    fn on_notice(self: &Arc<Self>, notice: &Notice) {
+        match notice {
+            Notice::Event(e) => self.watchers.publish(e),
+            // A doorbell: a worker wakes and claims whatever is claimable.
+            Notice::Claimable => self.queue.push(String::new()),
+            Notice::Cancel(job) => self.interrupt(job),
+            Notice::Tool { tenant, digest } => {
+                let (svc, tenant, digest) = (Arc::clone(self), tenant.clone(), digest.clone());
+                // Loading a tool compiles it: off the thread that delivers notices.
+                let _ = std::thread::Builder::new().name("converge-tool-sync".into()).spawn(move || {
+                    match svc.store.tool(&tenant, &digest) {
+                        Ok(Some(record)) => svc.sync_tool(&record),
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %e, "reading a changed tool failed"),
+                    }
+                });
+            }
+            _ => {}
         }
     }
 

@@ -64,6 +64,17 @@ impl Service {
         matches!(tokio::task::spawn_blocking(move || store.ping()).await, Ok(Ok(())))
     }
 
+    /// How long the oldest queued job has waited, in ms: by the store's records when it is shared, else by this
+    /// process's queue.
+    async fn oldest_queued_ms(&self) -> Option<u64> {
+        if !self.store.shared() {
+            return self.queue.oldest_wait().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        }
+        let store = Arc::clone(&self.store);
+        let oldest = tokio::task::spawn_blocking(move || store.oldest_queued()).await.ok()?.ok()??;
+        Some(crate::now_ms().saturating_sub(oldest))
+    }
+
     /// Readiness: the store answers, at least one agent is loaded, and the service takes jobs.
     pub async fn ready(&self) -> Ready {
         let store = self.store_answers().await;
@@ -75,8 +86,8 @@ impl Service {
     pub async fn status(&self) -> StatusReport {
         let store_ok = self.store_answers().await;
         let inventory = self.inventory();
-        let (depth, capacity) = (self.queue.len(), self.queue.capacity());
-        let oldest = self.queue.oldest_wait().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let (depth, capacity) = (self.queue_depth().await, self.queue.capacity());
+        let oldest = self.oldest_queued_ms().await;
         let agents = inventory.agents.len();
         let mut critical = Vec::new();
         let mut degraded = Vec::new();
@@ -131,6 +142,7 @@ impl Service {
         let store = Arc::clone(&self.store);
         let counts =
             tokio::task::spawn_blocking(move || store.counts()).await.ok().and_then(Result::ok).unwrap_or_default();
-        self.metrics.render(&counts, self.queue.len(), self.queue.capacity(), self.running(), self.config.workers)
+        let depth = self.queue_depth().await;
+        self.metrics.render(&counts, depth, self.queue.capacity(), self.running(), self.config.workers)
     }
 }

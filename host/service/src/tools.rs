@@ -79,7 +79,7 @@ impl Service {
     }
 
     /// After a submission or a review: make the tool callable if it is accepted, else not.
-    fn sync_tool(&self, record: &ToolRecord) {
+    pub(crate) fn sync_tool(&self, record: &ToolRecord) {
         if record.status == ToolStatus::Accepted {
             if let Err(why) = self.activate(record) {
                 tracing::warn!(tool = %record.name, reason = %why, "accepted tool not loaded");

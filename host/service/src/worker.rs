@@ -1,84 +1,141 @@
-//! The workers: OS threads that take job ids from the queue and run each to its next stop through the engine's
-//! one driver, writing the trail, the questions, the wait and the end to the store. A job is its spec plus its
-//! answers: a worker always runs it from its spec, giving the stored answers as the questions open, so a job
-//! resumed after a restart, an answer or a cancel reaches the state of an uninterrupted run.
+//! The workers: OS threads that claim jobs and run each to its next stop through the engine's one driver,
+//! writing the trail, the questions, the wait and the end to the store under the run's lease. A job is its spec
+//! plus its answers: a worker always runs it from its spec, giving the stored answers as the questions open, so a
+//! job resumed after a restart, a takeover, an answer or a cancel reaches the state of an uninterrupted run.
+//!
+//! With a store of its own (SQLite) a worker claims the jobs its process queued, by id; with a shared store
+//! (PostgreSQL) it claims the oldest claimable job of any replica, woken by a doorbell and polling as a fallback.
+//! Every write of a run carries its lease; a write refused for a lost lease stops the run, and it writes nothing
+//! more. The lease keeper renews the leases of the runs in flight, and tells them of cancels.
 
 use crate::deadline::Deadline;
 use crate::service::{Service, now_ms};
-use converge_engine::{CycleTrace, ErrorInfo, Inputs, Job, JobResult, JobSpec, Journal, Stats, Status, drive};
-use converge_store::{CycleRecord, NewQuestion, Outcome, Park, StoreError, wait};
+use converge_engine::{CycleTrace, ErrorInfo, Inputs, Job, JobResult, JobSpec, Journal, Status, drive};
+use converge_store::{ClaimRequest, CycleRecord, Lease, NewQuestion, Outcome, Park, Started, StoreError, wait};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Cycles of a job held before they are written (unless someone watches).
+/// Cycles of a job held before they are written (unless someone may be watching).
 const MAX_PENDING_CYCLES: usize = 16;
 
+/// A run in flight: its controls and its lease.
+pub(crate) struct Run {
+    pub(crate) deadline: Deadline,
+    pub(crate) lease: Lease,
+}
+
 impl Service {
-    /// A worker's life: run queued jobs until the queue closes.
+    /// A worker's life: claim and run jobs until the service stops taking them.
     pub(crate) fn work(&self) {
-        while let Some(id) = self.queue.pop() {
-            let span = tracing::info_span!("job", job = %id);
-            let _enter = span.enter();
-            let deadline = Arc::new(Deadline::new(Duration::MAX));
-            if let Ok(mut r) = self.running.lock() {
-                r.insert(id.clone(), Arc::clone(&deadline));
+        if self.store.shared() {
+            while !self.queue.is_closed() {
+                match self.claim(None) {
+                    Some(started) => self.run(started),
+                    // Nothing claimable: wait for the doorbell (a submission, an answer, a notice), or poll.
+                    None => {
+                        if self.queue.pop_timeout(self.config.poll).is_err() {
+                            break;
+                        }
+                    }
+                }
             }
-            self.executor.enter();
-            let outcome = self.run_one(&id, &deadline);
-            self.executor.leave();
-            if let Err(e) = outcome {
-                tracing::error!(error = %e, "job left unfinished; it resumes at the next start");
+        } else {
+            while let Some(id) = self.queue.pop() {
+                if let Some(started) = self.claim(Some(id)) {
+                    self.run(started);
+                }
             }
-            if self.forget_run(&id, &deadline)
-                && let Ok(mut l) = self.live.lock()
-            {
-                l.remove(&id);
+        }
+    }
+
+    fn claim(&self, job: Option<String>) -> Option<Started> {
+        let request = ClaimRequest {
+            owner: self.config.owner.clone(),
+            job,
+            lease_ms: u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX),
+            max_attempts: self.config.max_attempts,
+            now_ms: now_ms(),
+        };
+        match wait(self.store.claim(request)) {
+            Ok(started) => started,
+            Err(e) => {
+                tracing::error!(error = %e, "claiming a job failed");
+                // Do not spin on a store that fails; the job stays claimable.
+                std::thread::sleep(self.config.poll);
+                None
             }
+        }
+    }
+
+    fn run(&self, started: Started) {
+        let id = started.record.id.clone();
+        let span = tracing::info_span!("job", job = %id, attempt = started.lease.attempt);
+        let _enter = span.enter();
+        let run = Arc::new(Run { deadline: Deadline::new(Duration::MAX), lease: started.lease.clone() });
+        if let Ok(mut r) = self.running.lock() {
+            r.insert(id.clone(), Arc::clone(&run));
+        }
+        self.executor.enter();
+        let outcome = self.run_claimed(started, &run);
+        self.executor.leave();
+        match outcome {
+            Ok(()) => {}
+            Err(StoreError::LeaseLost(_)) => {
+                tracing::warn!("the job's lease was lost; another run owns it, this one wrote nothing more");
+            }
+            Err(e) => tracing::error!(error = %e, "job left unfinished; it runs again once its lease expires"),
+        }
+        if self.forget_run(&id, &run)
+            && let Ok(mut l) = self.live.lock()
+        {
+            l.remove(&id);
         }
     }
 
     /// Forget this run of `id` (only this one: an answer may have queued the job again and another worker may
     /// run it now). Returns whether it was still recorded.
-    fn forget_run(&self, id: &str, deadline: &Arc<Deadline>) -> bool {
+    fn forget_run(&self, id: &str, run: &Arc<Run>) -> bool {
         let Ok(mut r) = self.running.lock() else { return false };
-        if r.get(id).is_some_and(|d| Arc::ptr_eq(d, deadline)) {
+        if r.get(id).is_some_and(|d| Arc::ptr_eq(d, run)) {
             r.remove(id);
             return true;
         }
         false
     }
 
-    /// Run one job to its next stop: an end (stored), or waiting for answers (stored as `waiting`).
-    fn run_one(&self, id: &str, deadline: &Arc<Deadline>) -> Result<(), StoreError> {
-        let Some(record) = self.store.job(None, id)? else {
-            tracing::warn!("queued job is not in the store");
-            return Ok(());
-        };
-        if record.status.is_terminal() {
-            return Ok(());
-        }
+    /// Run a claimed job to its next stop: an end (stored), waiting for answers (stored as `waiting`), or given
+    /// back (a drain).
+    fn run_claimed(&self, started: Started, run: &Arc<Run>) -> Result<(), StoreError> {
+        let Started { record, answers, lease } = started;
+        let id = record.id.as_str();
         let spec = match JobSpec::from_json(&record.spec) {
             Ok(s) => s,
-            Err(e) => return self.fail(id, "invalid_spec", &format!("the stored spec no longer parses: {e}")),
+            Err(e) => return self.fail(id, &lease, "invalid_spec", &format!("the stored spec no longer parses: {e}")),
         };
         // The job calls the trusted tools and its own tenant's validated ones, never another tenant's.
         let (agents, invariants) = self.runtime.roster(&spec, &record.tenant, id);
-        let components = self.runtime.inventory().components(&spec);
         let mut job = match Job::new(&spec, &agents, &invariants) {
             Ok(j) => j,
-            Err(e) => return self.fail(id, "unknown_agent", &format!("cannot start: {e}")),
+            Err(e) => return self.fail(id, &lease, "unknown_agent", &format!("cannot start: {e}")),
         };
-        let started = wait(self.store.start(id, components, now_ms()))?;
+        // Not awaited: the store applies a run's writes in order, so a failure shows in the next awaited one.
+        drop(self.store.begin(id, &lease, self.runtime.inventory().components(&spec), now_ms()));
+        let deadline = &run.deadline;
         deadline.restart(Duration::from_millis(spec.budget.job_timeout_ms));
-        let inputs = Inputs {
-            answers: started.answers,
-            cancel_at: started.record.cancel_requested.then_some(started.record.cycles),
-        };
-        let mut journal = StoreJournal { svc: self, id, deadline, pending: Vec::new() };
-        let status = drive(&mut job, &self.executor, deadline.as_ref(), inputs, &mut journal)?;
+        let inputs = Inputs { answers, cancel_at: record.cancel_requested.then_some(record.cycles) };
+        let mut journal = StoreJournal { svc: self, id, lease: &lease, deadline, pending: Vec::new() };
+        let status = drive(&mut job, &self.executor, deadline, inputs, &mut journal)?;
         journal.flush();
+        if deadline.is_lost() {
+            return Err(StoreError::LeaseLost(id.to_owned()));
+        }
         if status == Status::Waiting {
+            return Ok(());
+        }
+        if status == Status::Cancelled && deadline.is_released() && !deadline.is_cancelled() {
+            wait(self.store.release(id, &lease, now_ms()))?;
+            tracing::info!(cycles = job.cycles(), "job given back unfinished; another run takes it");
             return Ok(());
         }
         let elapsed = deadline.elapsed();
@@ -86,8 +143,8 @@ impl Service {
         // Counted, and no longer running, before the end commits: whoever sees the end (a `?wait=`, the event
         // stream) then sees the counters agree.
         self.observe(|o| o.finished(status, elapsed));
-        let still_ours = self.forget_run(id, deadline);
-        wait(self.store.finish(id, end))?;
+        let still_ours = self.forget_run(id, run);
+        wait(self.store.finish(id, &lease, end))?;
         if still_ours && let Ok(mut l) = self.live.lock() {
             l.remove(id);
         }
@@ -96,7 +153,7 @@ impl Service {
     }
 
     /// End a job that cannot be built (its spec or its agents are gone) as `agent_failed`, with the reason.
-    fn fail(&self, id: &str, kind: &str, message: &str) -> Result<(), StoreError> {
+    fn fail(&self, id: &str, lease: &Lease, kind: &str, message: &str) -> Result<(), StoreError> {
         tracing::warn!(kind, message, "job cannot run");
         let result =
             placeholder(id, Status::AgentFailed, Some(ErrorInfo { kind: kind.into(), message: message.into() }));
@@ -107,16 +164,35 @@ impl Service {
             result: serde_json::to_string(&result).unwrap_or_default(),
             now_ms: now_ms(),
         };
-        wait(self.store.finish(id, outcome))?;
         self.observe(|o| o.finished(Status::AgentFailed, Duration::ZERO));
-        Ok(())
+        wait(self.store.finish(id, lease, outcome))
+    }
+
+    /// Renew the lease of every run in flight, once; stop a run whose lease is gone, cancel one a client
+    /// cancelled (perhaps through another replica).
+    pub(crate) fn renew_leases(&self) {
+        let runs: Vec<(String, Arc<Run>)> =
+            self.running.lock().map(|r| r.iter().map(|(id, run)| (id.clone(), Arc::clone(run))).collect()).unwrap_or_default();
+        let lease_ms = u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX);
+        for (id, run) in runs {
+            match wait(self.store.renew(&id, &run.lease, lease_ms, now_ms())) {
+                Ok(r) if !r.held => {
+                    tracing::warn!(job = %id, "lease lost at renewal; stopping the run");
+                    run.deadline.lose();
+                }
+                Ok(r) if r.cancel_requested => run.deadline.cancel(),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(job = %id, error = %e, "renewing a lease failed; retrying at the next round"),
+            }
+        }
     }
 }
 
-/// Where a worker's drive reports: the store, the live snapshot, the observers.
+/// Where a worker's drive reports: the store (under the run's lease), the live snapshot, the observers.
 struct StoreJournal<'a> {
     svc: &'a Service,
     id: &'a str,
+    lease: &'a Lease,
     deadline: &'a Deadline,
     pending: Vec<CycleRecord>,
 }
@@ -125,7 +201,7 @@ impl StoreJournal<'_> {
     /// Write the cycles held so far (without waiting: the stop that follows is committed after them).
     fn flush(&mut self) {
         if !self.pending.is_empty() {
-            drop(self.svc.store.cycles(self.id, std::mem::take(&mut self.pending), now_ms()));
+            drop(self.svc.store.cycles(self.id, self.lease, std::mem::take(&mut self.pending), now_ms()));
         }
     }
 }
@@ -134,6 +210,9 @@ impl Journal for StoreJournal<'_> {
     type Error = StoreError;
 
     fn cycle(&mut self, job: &Job, trace: &CycleTrace) -> Result<(), StoreError> {
+        if self.deadline.is_lost() {
+            return Err(StoreError::LeaseLost(self.id.to_owned()));
+        }
         self.svc.observe(|o| o.cycle(trace));
         let questions = job
             .open_questions()
@@ -143,10 +222,11 @@ impl Journal for StoreJournal<'_> {
             .collect();
         let text = serde_json::to_string(trace).unwrap_or_default();
         self.pending.push(CycleRecord { cycle: trace.cycle, trace: text, questions });
-        // A job run again after a crash produces its cycles again, so they need not be durable one by one:
-        // they are written in one batch at the job's stop, or at once while someone watches live or the batch
-        // grows.
-        if self.svc.watchers.watched(self.id) || self.pending.len() >= MAX_PENDING_CYCLES {
+        // A job run again after a crash produces its cycles again, so they need not be durable one by one: they
+        // are written in one batch at the job's stop, or at once while someone may watch live (here, or on
+        // another replica of a shared store) or the batch grows.
+        if self.svc.store.shared() || self.svc.watchers.watched(self.id) || self.pending.len() >= MAX_PENDING_CYCLES
+        {
             self.flush();
         }
         if let Ok(mut l) = self.svc.live.lock() {
@@ -158,7 +238,7 @@ impl Journal for StoreJournal<'_> {
     fn waiting(&mut self, job: &Job, given: &BTreeSet<String>) -> Result<BTreeMap<String, String>, StoreError> {
         self.flush();
         let seen = given.iter().cloned().collect();
-        match wait(self.svc.store.park(self.id, seen, outcome(job, self.id, self.deadline)))? {
+        match wait(self.svc.store.park(self.id, self.lease, seen, outcome(job, self.id, self.deadline)))? {
             Park::Parked => Ok(BTreeMap::new()),
             Park::Answers(more) => Ok(more),
         }
@@ -180,17 +260,5 @@ fn outcome(job: &Job, id: &str, deadline: &Deadline) -> Outcome {
 
 /// A result for a job that has not run (queued) or could not start.
 pub fn placeholder(id: &str, status: Status, error: Option<ErrorInfo>) -> JobResult {
-    JobResult {
-        id: id.to_owned(),
-        status,
-        reason: None,
-        cycles: 0,
-        facts: Vec::new(),
-        open_questions: Vec::new(),
-        diagnostics: Vec::new(),
-        context_hash: String::new(),
-        deterministic: true,
-        stats: Stats::default(),
-        error,
-    }
+    JobResult::empty(id, status, error)
 }

@@ -240,7 +240,7 @@ async fn a_full_queue_refuses_before_anything_is_written() {
         other => panic!("{other:?}"),
     }
     assert_eq!(s.store.counts().unwrap().get(&Status::Queued), Some(&2));
-    assert_eq!(s.svc.queue_depth(), 2);
+    assert_eq!(s.svc.queue_depth().await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs, clippy::missing_panics_doc)]
 
 use crate::records::{
-    Admission, AnswerOutcome, CancelOutcome, CycleRecord, Decision, Event, EventKind, ListFilter, NewJob, NewQuestion,
-    NewTool, Outcome, Park, ReviewOutcome, ReviewRecord, SubmissionOutcome, ToolHistory, ToolStatus,
+    Admission, AnswerOutcome, CancelOutcome, ClaimRequest, CycleRecord, Decision, Event, EventKind, ListFilter, NewJob,
+    NewQuestion, NewTool, Outcome, Park, ReviewOutcome, ReviewRecord, Started, SubmissionOutcome, ToolHistory,
+    ToolStatus,
 };
 use crate::tool::{Manifest, Report, ToolLimits, Verdict};
 use crate::{OnCommit, Store, wait};
@@ -36,6 +37,10 @@ macro_rules! conformance_tests {
             events_are_ordered_and_published_after_commit,
             tool_submissions_and_reviews_follow_the_rules,
             tools_belong_to_their_tenant,
+            claims_take_the_oldest_job_and_expired_leases_are_taken_over,
+            a_run_that_lost_its_lease_writes_nothing,
+            a_job_that_keeps_dying_ends_with_its_attempts_exhausted,
+            a_renewal_extends_the_lease_and_tells_of_a_cancel,
         );
     };
     (@cases $open:expr; $($case:ident),* $(,)?) => {
@@ -89,6 +94,16 @@ fn cycle(n: u32, questions: &[&str]) -> CycleRecord {
     }
 }
 
+/// A claim of `job` (or of the oldest claimable job) at `now_ms`, with a long lease.
+fn request(job: Option<&str>, now_ms: u64) -> ClaimRequest {
+    ClaimRequest { owner: "replica-a".into(), job: job.map(str::to_owned), lease_ms: 60_000, max_attempts: 3, now_ms }
+}
+
+/// Claim `job` at `now_ms`; it must be claimable.
+fn start(s: &dyn Store, job: &str, now_ms: u64) -> Started {
+    wait(s.claim(request(Some(job), now_ms))).unwrap().unwrap_or_else(|| panic!("{job} is not claimable"))
+}
+
 fn kinds(s: &dyn Store, id: &str) -> Vec<EventKind> {
     s.events(id, 0).unwrap().into_iter().map(|e| e.kind).collect()
 }
@@ -138,13 +153,18 @@ pub fn a_start_counts_the_attempt_and_records_the_components(open: Open) {
     let s = open("a_start_counts_the_attempt_and_records_the_components", None);
     create(&*s, "j1", 1);
     let components = BTreeMap::from([("agent-a".to_owned(), "d1".to_owned())]);
-    let started = wait(s.start("j1", components.clone(), 2)).unwrap();
-    assert_eq!((started.record.status, started.record.attempts), (Status::Running, 1));
+    let started = start(&*s, "j1", 2);
+    assert_eq!((started.record.status, started.record.attempts, started.lease.attempt), (Status::Running, 1, 1));
     assert!(started.answers.is_empty());
-    let again = wait(s.start("j1", components.clone(), 3)).unwrap();
-    assert_eq!(again.record.attempts, 2);
+    assert!(started.lease.token.len() >= 32, "a fresh random token");
+    wait(s.begin("j1", &started.lease, components.clone(), 2)).unwrap();
     let r = s.job(None, "j1").unwrap().unwrap();
-    assert_eq!((r.status, r.attempts, &r.components), (Status::Running, 2, &components));
+    assert_eq!((r.status, r.attempts, &r.components), (Status::Running, 1, &components));
+    assert!(wait(s.claim(request(Some("j1"), 3))).unwrap().is_none(), "held under a lease: not claimable");
+    wait(s.release("j1", &started.lease, 4)).unwrap();
+    let again = start(&*s, "j1", 5);
+    assert_eq!(again.lease.attempt, 2);
+    assert_ne!(again.lease.token, started.lease.token);
     let starts: Vec<String> =
         s.events("j1", 0).unwrap().into_iter().filter(|e| e.kind == EventKind::Started).map(|e| e.data).collect();
     let attempts: Vec<u64> = starts
@@ -152,38 +172,38 @@ pub fn a_start_counts_the_attempt_and_records_the_components(open: Open) {
         .map(|d| serde_json::from_str::<serde_json::Value>(d).unwrap()["attempt"].as_u64().unwrap())
         .collect();
     assert_eq!(attempts, [1, 2]);
-    assert!(wait(s.start("missing", BTreeMap::new(), 4)).is_err(), "a job that is not stored cannot start");
+    assert!(wait(s.claim(request(Some("missing"), 6))).unwrap().is_none(), "a job that is not stored cannot start");
 }
 
 pub fn cycles_are_recorded_once(open: Open) {
     let s = open("cycles_are_recorded_once", None);
     create(&*s, "j1", 1);
-    wait(s.start("j1", BTreeMap::new(), 2)).unwrap();
-    wait(s.cycles("j1", vec![cycle(1, &[]), cycle(2, &[])], 3)).unwrap();
+    let lease_j1 = start(&*s, "j1", 2).lease;
+    wait(s.cycles("j1", &lease_j1, vec![cycle(1, &[]), cycle(2, &[])], 3)).unwrap();
     // Run again after a restart: the same cycles come again, and one more.
-    wait(s.cycles("j1", vec![cycle(1, &[]), cycle(2, &[]), cycle(3, &["q"])], 4)).unwrap();
+    wait(s.cycles("j1", &lease_j1, vec![cycle(1, &[]), cycle(2, &[]), cycle(3, &["q"])], 4)).unwrap();
     let cycles: Vec<String> =
         s.events("j1", 0).unwrap().into_iter().filter(|e| e.kind == EventKind::Cycle).map(|e| e.data).collect();
     assert_eq!(cycles, ["{\"cycle\":1}", "{\"cycle\":2}", "{\"cycle\":3}"]);
     assert_eq!(s.job(None, "j1").unwrap().unwrap().cycles, 3);
-    assert!(wait(s.cycles("j1", vec![], 5)).is_ok(), "an empty batch is a no-op");
+    assert!(wait(s.cycles("j1", &lease_j1, vec![], 5)).is_ok(), "an empty batch is a no-op");
     assert_eq!(wait(s.answer(T, "j1", "q", "yes", 6)).unwrap(), AnswerOutcome::Recorded { resume: false });
 }
 
 pub fn answers_reach_a_running_job_and_resume_a_waiting_one(open: Open) {
     let s = open("answers_reach_a_running_job_and_resume_a_waiting_one", None);
     create(&*s, "j1", 1);
-    wait(s.start("j1", BTreeMap::new(), 2)).unwrap();
+    let lease_j1 = start(&*s, "j1", 2).lease;
     assert_eq!(wait(s.answer(T, "j1", "q1", "a", 3)).unwrap(), AnswerOutcome::UnknownQuestion, "not asked yet");
-    wait(s.cycles("j1", vec![cycle(1, &["q1"])], 3)).unwrap();
+    wait(s.cycles("j1", &lease_j1, vec![cycle(1, &["q1"])], 3)).unwrap();
     // Answered while the job still runs: recorded, not resumed (the job takes it when it waits).
     assert_eq!(wait(s.answer(T, "j1", "q1", "one", 4)).unwrap(), AnswerOutcome::Recorded { resume: false });
     assert_eq!(wait(s.answer(T, "j1", "q1", "again", 5)).unwrap(), AnswerOutcome::AlreadyAnswered);
-    let park = wait(s.park("j1", vec![], outcome(Status::Waiting, 1, 6))).unwrap();
+    let park = wait(s.park("j1", &lease_j1, vec![], outcome(Status::Waiting, 1, 6))).unwrap();
     assert_eq!(park, Park::Answers(BTreeMap::from([("q1".to_owned(), "one".to_owned())])), "an answer it had not seen");
     assert_eq!(s.job(None, "j1").unwrap().unwrap().status, Status::Running, "not parked");
-    wait(s.cycles("j1", vec![cycle(2, &["q2"])], 7)).unwrap();
-    assert_eq!(wait(s.park("j1", vec!["q1".into()], outcome(Status::Waiting, 2, 8))).unwrap(), Park::Parked);
+    wait(s.cycles("j1", &lease_j1, vec![cycle(2, &["q2"])], 7)).unwrap();
+    assert_eq!(wait(s.park("j1", &lease_j1, vec!["q1".into()], outcome(Status::Waiting, 2, 8))).unwrap(), Park::Parked);
     let r = s.job(None, "j1").unwrap().unwrap();
     assert_eq!((r.status, r.context_hash.as_deref()), (Status::Waiting, Some("hash-waiting-2")));
     assert!(r.result.is_some(), "a waiting job has its result so far");
@@ -192,7 +212,7 @@ pub fn answers_reach_a_running_job_and_resume_a_waiting_one(open: Open) {
     let answers = s.answers("j1").unwrap();
     assert_eq!(answers.get("q1").map(String::as_str), Some("one"));
     assert_eq!(answers.get("q2").map(String::as_str), Some("two"));
-    let started = wait(s.start("j1", BTreeMap::new(), 10)).unwrap();
+    let started = start(&*s, "j1", 10);
     assert_eq!(started.answers, answers, "a start hands over every answer");
     let trail = kinds(&*s, "j1");
     assert_eq!(trail.iter().filter(|k| **k == EventKind::Answer).count(), 2);
@@ -202,10 +222,10 @@ pub fn answers_reach_a_running_job_and_resume_a_waiting_one(open: Open) {
 pub fn an_end_is_kept_and_closes_the_job(open: Open) {
     let s = open("an_end_is_kept_and_closes_the_job", None);
     create(&*s, "j1", 1);
-    wait(s.start("j1", BTreeMap::new(), 2)).unwrap();
-    wait(s.cycles("j1", vec![cycle(1, &["q"])], 3)).unwrap();
-    wait(s.finish("j1", outcome(Status::Converged, 1, 4))).unwrap();
-    wait(s.finish("j1", outcome(Status::Cancelled, 9, 5))).unwrap();
+    let lease_j1 = start(&*s, "j1", 2).lease;
+    wait(s.cycles("j1", &lease_j1, vec![cycle(1, &["q"])], 3)).unwrap();
+    wait(s.finish("j1", &lease_j1, outcome(Status::Converged, 1, 4))).unwrap();
+    wait(s.finish("j1", &lease_j1, outcome(Status::Cancelled, 9, 5))).unwrap();
     let r = s.job(None, "j1").unwrap().unwrap();
     assert_eq!((r.status, r.cycles), (Status::Converged, 1), "the first end stays");
     assert_eq!(r.result.as_deref(), Some("{\"status\":\"converged\"}"));
@@ -226,9 +246,9 @@ pub fn cancels_record_and_requeue_a_waiting_job(open: Open) {
     );
     assert!(s.job(None, "queued").unwrap().unwrap().cancel_requested);
     create(&*s, "waiting", 3);
-    wait(s.start("waiting", BTreeMap::new(), 4)).unwrap();
-    wait(s.cycles("waiting", vec![cycle(1, &["q"])], 5)).unwrap();
-    assert_eq!(wait(s.park("waiting", vec![], outcome(Status::Waiting, 1, 6))).unwrap(), Park::Parked);
+    let lease_waiting = start(&*s, "waiting", 4).lease;
+    wait(s.cycles("waiting", &lease_waiting, vec![cycle(1, &["q"])], 5)).unwrap();
+    assert_eq!(wait(s.park("waiting", &lease_waiting, vec![], outcome(Status::Waiting, 1, 6))).unwrap(), Park::Parked);
     assert_eq!(
         wait(s.cancel(T, "waiting", 7)).unwrap(),
         CancelOutcome::Requested { status: Status::Waiting, requeue: true }
@@ -244,8 +264,8 @@ pub fn listings_filter_and_page_newest_first(open: Open) {
     for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
         create(&*s, id, i as u64);
     }
-    wait(s.start("b", BTreeMap::new(), 10)).unwrap();
-    wait(s.finish("b", outcome(Status::Converged, 2, 11))).unwrap();
+    let lease_b = start(&*s, "b", 10).lease;
+    wait(s.finish("b", &lease_b, outcome(Status::Converged, 2, 11))).unwrap();
     let ids = |f: ListFilter| -> Vec<String> { s.list(Some(T), &f).unwrap().into_iter().map(|j| j.id).collect() };
     assert_eq!(ids(ListFilter { limit: 10, ..ListFilter::default() }), ["e", "d", "c", "b", "a"]);
     let first = s.list(Some(T), &ListFilter { limit: 2, ..ListFilter::default() }).unwrap();
@@ -265,12 +285,12 @@ pub fn a_start_resumes_queued_and_running_jobs_only(open: Open) {
     for (i, id) in ["queued", "running", "waiting", "ended"].iter().enumerate() {
         create(&*s, id, 100 + i as u64);
     }
-    for id in ["running", "waiting", "ended"] {
-        wait(s.start(id, BTreeMap::new(), 200)).unwrap();
-    }
-    wait(s.cycles("waiting", vec![cycle(1, &["q"])], 201)).unwrap();
-    wait(s.park("waiting", vec![], outcome(Status::Waiting, 1, 202))).unwrap();
-    wait(s.finish("ended", outcome(Status::AgentFailed, 0, 203))).unwrap();
+    let leases: BTreeMap<&str, _> =
+        ["running", "waiting", "ended"].into_iter().map(|id| (id, start(&*s, id, 200).lease)).collect();
+    let (lease_waiting, lease_ended) = (&leases["waiting"], &leases["ended"]);
+    wait(s.cycles("waiting", &lease_waiting, vec![cycle(1, &["q"])], 201)).unwrap();
+    wait(s.park("waiting", &lease_waiting, vec![], outcome(Status::Waiting, 1, 202))).unwrap();
+    wait(s.finish("ended", &lease_ended, outcome(Status::AgentFailed, 0, 203))).unwrap();
     assert_eq!(s.unfinished().unwrap(), ["queued", "running"], "in submission order");
     let counts = s.counts().unwrap();
     for (status, n) in [(Status::Queued, 1), (Status::Running, 1), (Status::Waiting, 1), (Status::AgentFailed, 1)] {
@@ -288,16 +308,16 @@ pub fn events_are_ordered_and_published_after_commit(open: Open) {
     );
     create(&*s, "j1", 1);
     assert_eq!(seen.lock().unwrap().len(), 1, "published by the time the write is answered");
-    wait(s.start("j1", BTreeMap::new(), 2)).unwrap();
-    wait(s.cycles("j1", vec![cycle(1, &[]), cycle(2, &[])], 3)).unwrap();
-    wait(s.finish("j1", outcome(Status::Converged, 2, 4))).unwrap();
+    let lease_j1 = start(&*s, "j1", 2).lease;
+    wait(s.cycles("j1", &lease_j1, vec![cycle(1, &[]), cycle(2, &[])], 3)).unwrap();
+    wait(s.finish("j1", &lease_j1, outcome(Status::Converged, 2, 4))).unwrap();
     let stored = s.events("j1", 0).unwrap();
     assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
     assert_eq!(*seen.lock().unwrap(), stored, "every committed event, once, in order");
     assert_eq!(s.events("j1", 3).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
     // A failed write publishes nothing.
     let before = seen.lock().unwrap().len();
-    assert!(wait(s.start("missing", BTreeMap::new(), 5)).is_err());
+    assert!(wait(s.begin("j1", &lease_j1, BTreeMap::new(), 5)).is_err(), "the run ended: its lease is gone");
     assert_eq!(seen.lock().unwrap().len(), before);
 }
 
@@ -428,4 +448,105 @@ pub fn tools_belong_to_their_tenant(open: Open) {
         };
         outcome
     });
+}
+
+/// Real Unix ms: cases about lease expiry run on the clock (a backend with a shared clock uses its own).
+fn real_now() -> u64 {
+    u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap()
+}
+
+/// Claim with a lease of `lease_ms` on the real clock.
+fn short(s: &dyn Store, job: Option<&str>, lease_ms: u64) -> Option<Started> {
+    let req = ClaimRequest { lease_ms, now_ms: real_now(), ..request(job, 0) };
+    wait(s.claim(req)).unwrap()
+}
+
+/// Sleep past a lease: these cases are about time running out, so they wait for it.
+fn outlive(lease_ms: u64) {
+    std::thread::sleep(std::time::Duration::from_millis(lease_ms * 3));
+}
+
+pub fn claims_take_the_oldest_job_and_expired_leases_are_taken_over(open: Open) {
+    let s = open("claims_take_the_oldest_job_and_expired_leases_are_taken_over", None);
+    for (i, id) in ["j1", "j2", "j3"].iter().enumerate() {
+        create(&*s, id, i as u64);
+    }
+    assert_eq!(s.queued().unwrap(), 3);
+    let first = short(&*s, None, 60_000).unwrap();
+    let second = short(&*s, None, 100).unwrap();
+    assert_eq!((first.record.id.as_str(), second.record.id.as_str()), ("j1", "j2"), "oldest first");
+    assert_eq!(s.queued().unwrap(), 1);
+    let third = short(&*s, None, 60_000).unwrap();
+    assert_eq!(third.record.id, "j3");
+    assert!(short(&*s, None, 60_000).is_none(), "every job is held");
+    outlive(100);
+    let taken = short(&*s, None, 60_000).expect("j2's lease expired: it is claimable again");
+    assert_eq!((taken.record.id.as_str(), taken.lease.attempt), ("j2", 2), "taken over, a later attempt");
+    assert!(short(&*s, None, 60_000).is_none(), "j1 and j3 are still held");
+    assert_eq!(s.job(None, "j2").unwrap().unwrap().status, Status::Running);
+}
+
+pub fn a_run_that_lost_its_lease_writes_nothing(open: Open) {
+    let s = open("a_run_that_lost_its_lease_writes_nothing", None);
+    create(&*s, "j1", 1);
+    let stale = short(&*s, Some("j1"), 100).unwrap().lease;
+    wait(s.cycles("j1", &stale, vec![cycle(1, &[])], 2)).unwrap();
+    outlive(100);
+    let fresh = short(&*s, Some("j1"), 60_000).unwrap().lease;
+    let before = s.events("j1", 0).unwrap();
+    let lost = |r: Result<(), crate::StoreError>| matches!(r, Err(crate::StoreError::LeaseLost(id)) if id == "j1");
+    assert!(lost(wait(s.cycles("j1", &stale, vec![cycle(2, &["q"])], 3))));
+    assert!(lost(wait(s.begin("j1", &stale, BTreeMap::new(), 3))));
+    assert!(lost(wait(s.finish("j1", &stale, outcome(Status::Converged, 2, 4)))));
+    assert!(lost(wait(s.release("j1", &stale, 4))));
+    assert!(matches!(
+        wait(s.park("j1", &stale, vec![], outcome(Status::Waiting, 2, 4))),
+        Err(crate::StoreError::LeaseLost(_))
+    ));
+    assert!(!wait(s.renew("j1", &stale, 60_000, real_now())).unwrap().held);
+    assert_eq!(s.events("j1", 0).unwrap(), before, "nothing of the stale run's writes");
+    assert_eq!(s.job(None, "j1").unwrap().unwrap().status, Status::Running);
+    // The fresh run writes, and the trail's attempts never go back.
+    wait(s.cycles("j1", &fresh, vec![cycle(1, &[]), cycle(2, &[])], 5)).unwrap();
+    wait(s.finish("j1", &fresh, outcome(Status::Converged, 2, 6))).unwrap();
+    let attempts: Vec<u32> = s.events("j1", 0).unwrap().iter().filter(|e| e.attempt > 0).map(|e| e.attempt).collect();
+    assert_eq!(attempts, [1, 1, 2, 2, 2], "started, cycle 1 of the first run; started, cycle 2, end of the second");
+    assert_eq!(s.job(None, "j1").unwrap().unwrap().status, Status::Converged);
+}
+
+pub fn a_job_that_keeps_dying_ends_with_its_attempts_exhausted(open: Open) {
+    let s = open("a_job_that_keeps_dying_ends_with_its_attempts_exhausted", None);
+    create(&*s, "dies", 1);
+    create(&*s, "stops", 2);
+    // A run that stops (waits, ends, is released) is no crash.
+    for _ in 0..4 {
+        let l = short(&*s, Some("stops"), 60_000).unwrap().lease;
+        wait(s.release("stops", &l, 3)).unwrap();
+    }
+    for attempt in 1..=3 {
+        let l = short(&*s, Some("dies"), 50).expect("claimable again").lease;
+        assert_eq!(l.attempt, attempt);
+        outlive(50);
+    }
+    assert!(short(&*s, Some("dies"), 60_000).is_none(), "three runs died: not run again");
+    let r = s.job(None, "dies").unwrap().unwrap();
+    assert_eq!(r.status, Status::AgentFailed);
+    let result: serde_json::Value = serde_json::from_str(r.result.as_deref().unwrap()).unwrap();
+    assert_eq!(result["error"]["kind"], "attempts_exhausted", "{result}");
+    assert_eq!(kinds(&*s, "dies").last(), Some(&EventKind::End));
+    assert!(short(&*s, Some("stops"), 60_000).is_some(), "released runs count for nothing");
+}
+
+pub fn a_renewal_extends_the_lease_and_tells_of_a_cancel(open: Open) {
+    let s = open("a_renewal_extends_the_lease_and_tells_of_a_cancel", None);
+    create(&*s, "j1", 1);
+    let l = short(&*s, Some("j1"), 300).unwrap().lease;
+    for _ in 0..4 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let r = wait(s.renew("j1", &l, 300, real_now())).unwrap();
+        assert_eq!(r, crate::Renewal { held: true, cancel_requested: false });
+    }
+    assert!(short(&*s, None, 60_000).is_none(), "renewed past its first expiry: still held");
+    wait(s.cancel(T, "j1", 2)).unwrap();
+    assert!(wait(s.renew("j1", &l, 300, real_now())).unwrap().cancel_requested);
 }

@@ -28,9 +28,9 @@ pub mod tool;
 pub mod conformance;
 
 pub use records::{
-    Admission, AnswerOutcome, CancelOutcome, CycleRecord, Decision, Event, EventKind, JobRecord, JobSummary,
-    ListFilter, NewJob, NewQuestion, NewTool, Outcome, Park, ReviewOutcome, ReviewRecord, Started, SubmissionOutcome,
-    ToolEvent, ToolHistory, ToolRecord, ToolStatus,
+    Admission, AnswerOutcome, CancelOutcome, ClaimRequest, CycleRecord, Decision, Event, EventKind, JobRecord,
+    JobSummary, Lease, ListFilter, NewJob, NewQuestion, NewTool, Outcome, Park, Renewal, ReviewOutcome, ReviewRecord,
+    Started, SubmissionOutcome, ToolEvent, ToolHistory, ToolRecord, ToolStatus,
 };
 pub use sqlite::SqliteStore;
 pub use tool::{Expect, ImportCheck, Manifest, ManifestError, Report, TestCase, TestReport, ToolLimits, Verdict};
@@ -44,6 +44,29 @@ pub type Reply<T> = tokio::sync::oneshot::Receiver<Result<T, StoreError>>;
 
 /// Called with each event after the transaction holding it commits (the service feeds live streams from it).
 pub type OnCommit = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// What a shared store tells each process of changes any process committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Notice {
+    /// An event was appended to a job's trail. Only its job, sequence number, kind and attempt travel: `data` is
+    /// empty, read the trail for it.
+    Event(Event),
+    /// A job became claimable (admitted, answered, cancelled while waiting, given back).
+    Claimable,
+    /// A client asked to cancel this job.
+    Cancel(String),
+    /// A tool's record changed (a submission or a review).
+    Tool {
+        /// Its tenant.
+        tenant: String,
+        /// Its digest.
+        digest: String,
+    },
+}
+
+/// Called with each [`Notice`].
+pub type OnNotice = Arc<dyn Fn(&Notice) + Send + Sync>;
 
 /// A store failure. The store's own state is never half-written: a failed write is rolled back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +104,10 @@ pub enum StoreError {
         /// What is wrong.
         message: String,
     },
+    /// The run's lease is gone: another claim took the job (this one expired, was released, or the job ended).
+    /// Nothing of the write was applied; the run must stop.
+    #[error("store: the lease on job {0} is gone; another run owns it")]
+    LeaseLost(String),
 }
 
 /// Wait for a reply on a thread that may block (never the async runtime).
@@ -93,17 +120,39 @@ pub fn wait<T>(reply: Reply<T>) -> Result<T, StoreError> {
 
 /// The durable store. Writes return a [`Reply`] resolved after commit; reads block briefly.
 pub trait Store: Send + Sync {
+    /// Whether other processes claim jobs from this store too (a shared queue): workers then claim any
+    /// claimable job instead of the ones their own process queued.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Tell `on` of every change any process commits, from now on (a shared store; a store of one process has
+    /// nothing to add to what its own writes answer, and to its commit hook).
+    fn listen(&self, on: OnNotice) {
+        drop(on);
+    }
+
     /// Admit a job (queued), honouring its idempotency key.
     fn create_job(&self, job: NewJob) -> Reply<Admission>;
-    /// A worker starts the job: status `running`, attempt counted, the components it runs recorded.
-    fn start(&self, id: &str, components: BTreeMap<String, String>, now_ms: u64) -> Reply<Started>;
+    /// Claim a job to run: the one named, or the oldest claimable one — queued, or running under a lease that
+    /// expired. The job becomes `running` under a fresh [`Lease`]; a `started` event records the attempt. A job
+    /// whose last [`ClaimRequest::max_attempts`] runs ended without a stop is ended instead (`agent_failed`,
+    /// `attempts_exhausted`) and not returned. `None`: nothing to claim.
+    fn claim(&self, request: ClaimRequest) -> Reply<Option<Started>>;
+    /// Record the components the run uses (names and digests, for audits and replays). Fenced.
+    fn begin(&self, id: &str, lease: &Lease, components: BTreeMap<String, String>, now_ms: u64) -> Reply<()>;
+    /// Extend the run's lease by `lease_ms`; says whether it is still held, and whether a cancel was asked for.
+    fn renew(&self, id: &str, lease: &Lease, lease_ms: u64, now_ms: u64) -> Reply<Renewal>;
     /// Record cycles' traces and the questions they opened, in order. A cycle already recorded (a job run again
-    /// after a restart) is skipped, so the trail holds each cycle once.
-    fn cycles(&self, id: &str, cycles: Vec<CycleRecord>, now_ms: u64) -> Reply<()>;
-    /// The job waits for answers. Stored as `waiting` unless answers arrived that are not in `seen`.
-    fn park(&self, id: &str, seen: Vec<String>, outcome: Outcome) -> Reply<Park>;
-    /// The job ended: store its result (a job that has ended already keeps its first end).
-    fn finish(&self, id: &str, outcome: Outcome) -> Reply<()>;
+    /// after a restart) is skipped, so the trail holds each cycle once. Fenced.
+    fn cycles(&self, id: &str, lease: &Lease, cycles: Vec<CycleRecord>, now_ms: u64) -> Reply<()>;
+    /// The job waits for answers. Stored as `waiting` (the lease ends) unless answers arrived that are not in
+    /// `seen`. Fenced.
+    fn park(&self, id: &str, lease: &Lease, seen: Vec<String>, outcome: Outcome) -> Reply<Park>;
+    /// The job ended: store its result and end the lease. Fenced.
+    fn finish(&self, id: &str, lease: &Lease, outcome: Outcome) -> Reply<()>;
+    /// Give the job back, unfinished and claimable at once (a draining process). Fenced.
+    fn release(&self, id: &str, lease: &Lease, now_ms: u64) -> Reply<()>;
     /// Answer an open question of a job the tenant owns.
     fn answer(&self, tenant: &str, id: &str, question: &str, answer: &str, now_ms: u64) -> Reply<AnswerOutcome>;
     /// Ask to cancel a job the tenant owns.
@@ -134,6 +183,11 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// The database cannot be read.
     fn unfinished(&self) -> Result<Vec<String>, StoreError>;
+    /// Jobs waiting to be claimed: the depth of the queue this store holds.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    fn queued(&self) -> Result<u64, StoreError>;
     /// Jobs by status.
     ///
     /// # Errors

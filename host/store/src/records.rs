@@ -186,13 +186,51 @@ pub enum Park {
     Answers(BTreeMap<String, String>),
 }
 
-/// A worker's start of a job.
+/// A worker's hold on a job while it runs it. The token, fresh at every claim, fences every write of the run:
+/// a write that does not carry the job's current token is refused ([`StoreError::LeaseLost`](crate::StoreError)),
+/// so a worker that lost its lease (it paused, its replica was cut off) writes nothing more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Random, unguessable, fresh at each claim.
+    pub token: String,
+    /// Which claim of the job this is: 1, 2, ...
+    pub attempt: u32,
+}
+
+/// What a worker asks to claim.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    /// Who claims (a replica's name; stored with the lease, for operators).
+    pub owner: String,
+    /// This job, or (`None`) the oldest claimable one.
+    pub job: Option<String>,
+    /// How long the lease holds without a renewal.
+    pub lease_ms: u64,
+    /// A job whose last runs ended this many times without a stop (the process died, the lease expired) is not
+    /// run again: it ends `agent_failed` with error kind `attempts_exhausted`.
+    pub max_attempts: u32,
+    /// Unix ms, for the records (a backend with a shared clock uses its own for the lease).
+    pub now_ms: u64,
+}
+
+/// A claimed job: a worker's start of it.
 #[derive(Debug, Clone)]
 pub struct Started {
     /// The job as stored (status now `running`).
     pub record: JobRecord,
     /// The answers given so far, by question id.
     pub answers: BTreeMap<String, String>,
+    /// The lease the run holds.
+    pub lease: Lease,
+}
+
+/// What renewing a lease found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renewal {
+    /// The lease is still this run's, and extended.
+    pub held: bool,
+    /// A client asked to cancel the job.
+    pub cancel_requested: bool,
 }
 
 /// The kind of an entry of a job's audit trail.
@@ -263,6 +301,9 @@ pub struct Event {
     pub data: String,
     /// Unix ms.
     pub at_ms: u64,
+    /// The claim whose run wrote it (0: written by a client's request or the store itself). Along a job's trail
+    /// this never decreases: a run that lost its lease writes nothing after the next claim.
+    pub attempt: u32,
 }
 
 /// A job's stop, to store.

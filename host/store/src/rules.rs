@@ -74,6 +74,42 @@ pub fn resumes_at_start(status: Status) -> bool {
 /// The statuses [`resumes_at_start`] accepts, for queries.
 pub const RESUMED_AT_START: [Status; 2] = [Status::Queued, Status::Running];
 
+/// Whether a job of `status` may be claimed: queued, or running under a lease that expired (its run died or was
+/// cut off; another may take it over).
+pub fn claimable(status: Status, lease_expired: bool) -> bool {
+    status == Status::Queued || (status == Status::Running && lease_expired)
+}
+
+/// Whether a job whose last `open_runs` runs ended without a stop (a park, an end or a release) has used up
+/// `max_attempts`: it is not run again, so a job that kills its process cannot crash-loop the service.
+pub fn attempts_exhausted(open_runs: u32, max_attempts: u32) -> bool {
+    open_runs >= max_attempts.max(1)
+}
+
+/// The end of a job whose attempts are exhausted: `agent_failed`, error kind `attempts_exhausted`.
+pub fn exhausted(id: &str, runs: u32, now_ms: u64) -> Outcome {
+    let error = converge_engine::ErrorInfo {
+        kind: "attempts_exhausted".into(),
+        message: format!(
+            "the job's last {runs} runs ended without finishing (the process died or lost its lease each time); \
+             it is not run again"
+        ),
+    };
+    let result = converge_engine::JobResult::empty(id, Status::AgentFailed, Some(error));
+    Outcome {
+        status: Status::AgentFailed,
+        cycles: 0,
+        context_hash: result.context_hash.clone(),
+        result: serde_json::to_string(&result).unwrap_or_default(),
+        now_ms,
+    }
+}
+
+/// A fresh lease token: 128 random bits, hex.
+pub fn new_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
 /// The payloads of the audit events, one shape per [`EventKind`].
 pub mod payload {
     use super::{EventKind, Outcome, Status};

@@ -4,15 +4,15 @@
 //! comes from [`rules`]; this file only stores it.
 
 use crate::records::{
-    Admission, AnswerOutcome, CancelOutcome, CycleRecord, Decision, Event, EventKind, JobRecord, JobSummary,
-    ListFilter, NewJob, NewTool, Outcome, Park, ReviewOutcome, ReviewRecord, Started, ToolEvent, ToolHistory,
-    ToolRecord, ToolStatus,
+    Admission, AnswerOutcome, CancelOutcome, ClaimRequest, CycleRecord, Decision, Event, EventKind, JobRecord,
+    JobSummary, Lease, ListFilter, NewJob, NewTool, Outcome, Park, Renewal, ReviewOutcome, ReviewRecord, Started,
+    ToolEvent, ToolHistory, ToolRecord, ToolStatus,
 };
 use crate::rules::{self, payload};
 use crate::tool::{Manifest, Report, Verdict};
 use crate::{OnCommit, Reply, Store, StoreError};
 use converge_engine::Status;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -40,7 +40,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel       INTEGER NOT NULL DEFAULT 0,
     components   TEXT,
     context_hash TEXT,
-    result       TEXT
+    result       TEXT,
+    lease_owner      TEXT,
+    lease_token      TEXT,
+    lease_expires_ms INTEGER,
+    open_runs        INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
@@ -57,6 +61,7 @@ CREATE TABLE IF NOT EXISTS events (
     kind  TEXT NOT NULL,
     data  TEXT NOT NULL,
     at_ms INTEGER NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job, seq)
 );
 CREATE TABLE IF NOT EXISTS questions (
@@ -110,11 +115,21 @@ CREATE TABLE IF NOT EXISTS tool_events (
     at_ms    INTEGER NOT NULL,
     PRIMARY KEY (tenant, digest, seq)
 ) WITHOUT ROWID;
-PRAGMA user_version = 2;
 ";
 
 /// The schema version [`SCHEMA`] creates.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
+
+/// Version 2 to 3: leases (owner, token, expiry), the runs that ended without a stop, and the attempt that wrote
+/// each event. Each column is added only where it is missing (a version 1 store gets the tables of [`SCHEMA`]
+/// whole).
+const COLUMNS_3: [(&str, &str, &str); 5] = [
+    ("jobs", "lease_owner", "TEXT"),
+    ("jobs", "lease_token", "TEXT"),
+    ("jobs", "lease_expires_ms", "INTEGER"),
+    ("jobs", "open_runs", "INTEGER NOT NULL DEFAULT 0"),
+    ("events", "attempt", "INTEGER NOT NULL DEFAULT 0"),
+];
 
 /// Version 1 to 2: a tool belongs to the tenant that submitted it (unique by tenant and digest, not by digest),
 /// and its reviews are keyed by that owner. Run as: [`MIGRATE_1_TO_2_SET_ASIDE`], [`SCHEMA`] (which creates the
@@ -138,24 +153,62 @@ DROP TABLE tool_reviews_v1;
 
 type Tx<T> = tokio::sync::oneshot::Sender<Result<T, StoreError>>;
 
-enum Op {
-    Create(NewJob, Tx<Admission>),
-    Start { id: String, components: BTreeMap<String, String>, now_ms: u64, tx: Tx<Started> },
-    Cycles { id: String, cycles: Vec<CycleRecord>, now_ms: u64, tx: Tx<()> },
-    Park { id: String, seen: Vec<String>, outcome: Outcome, tx: Tx<Park> },
-    Finish { id: String, outcome: Outcome, tx: Tx<()> },
-    Answer { tenant: String, id: String, question: String, answer: String, now_ms: u64, tx: Tx<AnswerOutcome> },
-    Cancel { tenant: String, id: String, now_ms: u64, tx: Tx<CancelOutcome> },
-    PutTool(Box<NewTool>, Tx<ToolRecord>),
-    Review { tenant: String, digest: String, review: ReviewRecord, tx: Tx<ReviewOutcome> },
+/// A write on its way to the writer: applied inside a group's transaction, answered after the commit.
+trait Write: Send {
+    /// Apply in a savepoint (a failed write is undone alone); return how to answer once the commit is known.
+    fn apply(self: Box<Self>, c: &Connection, events: &mut Vec<Event>) -> Done;
+    /// Answer without applying: the writer stopped, or the group's transaction could not begin.
+    fn refuse(self: Box<Self>, e: StoreError);
+}
+
+/// A write whose answer is a `T`.
+struct Op<T, F> {
+    reply: Tx<T>,
+    f: F,
+}
+
+impl<T, F> Write for Op<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection, &mut Vec<Event>) -> Result<T, StoreError> + Send,
+{
+    fn apply(self: Box<Self>, c: &Connection, events: &mut Vec<Event>) -> Done {
+        let Op { reply, f } = *self;
+        let mark = events.len();
+        let out = (|| {
+            exec(c, "SAVEPOINT op", []).map_err(|e| db(&e))?;
+            match f(c, events) {
+                Ok(v) => {
+                    exec(c, "RELEASE op", []).map_err(|e| db(&e))?;
+                    Ok(v)
+                }
+                Err(e) => {
+                    let _ = c.execute_batch("ROLLBACK TO op; RELEASE op");
+                    Err(e)
+                }
+            }
+        })();
+        if out.is_err() {
+            events.truncate(mark);
+        }
+        Box::new(move |committed| {
+            let _ = reply.send(committed.and(out));
+        })
+    }
+
+    fn refuse(self: Box<Self>, e: StoreError) {
+        let _ = self.reply.send(Err(e));
+    }
 }
 
 /// SQLite in `<dir>/converge.db`, WAL, synchronous = FULL.
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Mutex<Option<mpsc::Sender<Op>>>,
+    writer: Mutex<Option<mpsc::Sender<Box<dyn Write>>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
+    /// `converge.lock`, locked while this store is open for writing: one process per store.
+    lock: Mutex<Option<std::fs::File>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -200,6 +253,41 @@ fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// Lock `<dir>/converge.lock` for this process, or say which other one holds it.
+fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
+    let path = dir.join("converge.lock");
+    let failed = |message: String| StoreError::Db { context: format!("locking {}", path.display()), message };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| failed(e.to_string()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(failed(
+            "another converge process has this store open (one process per SQLite store; use PostgreSQL to run \
+             several)"
+                .into(),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e.to_string())),
+    }
+}
+
+/// Add `column` to `table` unless it is there.
+fn add_column(c: &Connection, table: &str, column: &str, decl: &str) -> Result<(), String> {
+    let mut stmt = c.prepare(&format!("PRAGMA table_info({table})")).map_err(|e| e.to_string())?;
+    let names: Vec<String> = stmt
+        .query_map([], |r| r.get(1))
+        .map_err(|e| e.to_string())?
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    if !names.iter().any(|n| n == column) {
+        c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}")).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 fn open(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, flags)
         .map_err(|e| StoreError::Db { context: format!("opening {}", path.display()), message: e.to_string() })?;
@@ -218,6 +306,7 @@ impl SqliteStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Db { context: format!("creating {}", dir.display()), message: e.to_string() })?;
         let path = dir.join("converge.db");
+        let lock = lock(dir)?;
         let conn = open(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| db(&e))?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(|e| db(&e))?;
@@ -241,6 +330,15 @@ impl SqliteStore {
             context: format!("creating the schema in {}", path.display()),
             message: e.to_string(),
         })?;
+        for (table, column, decl) in COLUMNS_3 {
+            add_column(&conn, table, column, decl)
+                .map_err(|e| StoreError::Db { context: format!("migrating {}", path.display()), message: e })?;
+        }
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| db(&e))?;
+        // One process owns this store: the leases of an earlier one are void (its runs died with it), so its
+        // running jobs are claimable at once.
+        conn.execute("UPDATE jobs SET lease_owner = NULL, lease_token = NULL, lease_expires_ms = NULL", [])
+            .map_err(|e| db(&e))?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("converge-store".into())
@@ -251,22 +349,39 @@ impl SqliteStore {
             writer: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             readers: Mutex::new(Vec::new()),
+            lock: Mutex::new(Some(lock)),
         })
     }
 
-    /// Open an existing store to read it (for `converge replay`); fails if there is none.
+    /// Open an existing store to read it (for `converge replay`, also while a server uses it); fails if there is
+    /// none. Every write answers [`StoreError::Closed`].
     ///
     /// # Errors
-    /// No store under `dir`, or it cannot be read.
+    /// No store under `dir`, it cannot be read, or it is of another schema version than this build's.
     pub fn open_existing(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join("converge.db");
         if !path.is_file() {
             return Err(StoreError::Missing(path.display().to_string()));
         }
-        Self::open(dir, None)
+        let conn = open(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| db(&e))?;
+        if version != SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                location: path.display().to_string(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Ok(Self {
+            path,
+            writer: Mutex::new(None),
+            thread: Mutex::new(None),
+            readers: Mutex::new(vec![conn]),
+            lock: Mutex::new(None),
+        })
     }
 
-    /// Stop the writer after the writes already sent, and wait for it.
+    /// Stop the writer after the writes already sent, wait for it, and let another process open the store.
     pub fn close(&self) {
         if let Ok(mut w) = self.writer.lock() {
             w.take();
@@ -274,20 +389,27 @@ impl SqliteStore {
         if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
             let _ = thread.join();
         }
+        if let Ok(mut l) = self.lock.lock() {
+            l.take();
+        }
     }
 
-    fn send<T>(&self, make: impl FnOnce(Tx<T>) -> Op) -> Reply<T> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+    /// Queue `f` for the writer; the reply resolves after the transaction holding it commits.
+    fn send<T, F>(&self, f: F) -> Reply<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut Vec<Event>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let op: Box<dyn Write> = Box::new(Op { reply, f });
         let guard = self.writer.lock();
         match guard.as_ref().ok().and_then(|w| w.as_ref()) {
             Some(w) => {
-                if let Err(mpsc::SendError(op)) = w.send(make(tx)) {
-                    reply_closed(op);
+                if let Err(mpsc::SendError(op)) = w.send(op) {
+                    op.refuse(StoreError::Closed);
                 }
             }
-            None => {
-                let _ = tx.send(Err(StoreError::Closed));
-            }
+            None => op.refuse(StoreError::Closed),
         }
         rx
     }
@@ -313,23 +435,10 @@ impl Drop for SqliteStore {
     }
 }
 
-fn reply_closed(op: Op) {
-    match op {
-        Op::Create(_, tx) => drop(tx.send(Err(StoreError::Closed))),
-        Op::Start { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
-        Op::Cycles { tx, .. } | Op::Finish { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
-        Op::Park { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
-        Op::Answer { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
-        Op::Cancel { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
-        Op::PutTool(_, tx) => drop(tx.send(Err(StoreError::Closed))),
-        Op::Review { tx, .. } => drop(tx.send(Err(StoreError::Closed))),
-    }
-}
-
 /// A write applied inside the group's transaction, waiting for the commit to be answered.
 type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
-fn writer(mut conn: Connection, rx: &mpsc::Receiver<Op>, on_commit: Option<&OnCommit>) {
+fn writer(mut conn: Connection, rx: &mpsc::Receiver<Box<dyn Write>>, on_commit: Option<&OnCommit>) {
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while ops.len() < MAX_GROUP {
@@ -343,7 +452,7 @@ fn writer(mut conn: Connection, rx: &mpsc::Receiver<Op>, on_commit: Option<&OnCo
             Err(e) => {
                 let e = db(&e);
                 for op in ops {
-                    fail(op, &e);
+                    op.refuse(e.clone());
                 }
                 continue;
             }
@@ -351,7 +460,7 @@ fn writer(mut conn: Connection, rx: &mpsc::Receiver<Op>, on_commit: Option<&OnCo
         let mut done: Vec<Done> = Vec::with_capacity(ops.len());
         let mut events: Vec<Event> = Vec::new();
         for op in ops {
-            done.push(apply(&tx, op, &mut events));
+            done.push(op.apply(&tx, &mut events));
         }
         let committed = tx.commit().map_err(|e| db(&e));
         if committed.is_ok()
@@ -367,81 +476,16 @@ fn writer(mut conn: Connection, rx: &mpsc::Receiver<Op>, on_commit: Option<&OnCo
     }
 }
 
-fn fail(op: Op, e: &StoreError) {
-    let e = e.clone();
-    match op {
-        Op::Create(_, tx) => drop(tx.send(Err(e))),
-        Op::Start { tx, .. } => drop(tx.send(Err(e))),
-        Op::Cycles { tx, .. } | Op::Finish { tx, .. } => drop(tx.send(Err(e))),
-        Op::Park { tx, .. } => drop(tx.send(Err(e))),
-        Op::Answer { tx, .. } => drop(tx.send(Err(e))),
-        Op::Cancel { tx, .. } => drop(tx.send(Err(e))),
-        Op::PutTool(_, tx) => drop(tx.send(Err(e))),
-        Op::Review { tx, .. } => drop(tx.send(Err(e))),
-    }
-}
-
-/// Run one write in a savepoint (a failed write is undone alone) and return how to answer it after the commit.
-fn apply(tx: &Transaction<'_>, op: Op, events: &mut Vec<Event>) -> Done {
-    fn run<T: Send + 'static>(
-        tx: &Transaction<'_>,
-        events: &mut Vec<Event>,
-        reply: Tx<T>,
-        f: impl FnOnce(&Connection, &mut Vec<Event>) -> Result<T, StoreError>,
-    ) -> Done {
-        let mark = events.len();
-        let out = (|| {
-            exec(tx, "SAVEPOINT op", []).map_err(|e| db(&e))?;
-            match f(tx, events) {
-                Ok(v) => {
-                    exec(tx, "RELEASE op", []).map_err(|e| db(&e))?;
-                    Ok(v)
-                }
-                Err(e) => {
-                    let _ = tx.execute_batch("ROLLBACK TO op; RELEASE op");
-                    Err(e)
-                }
-            }
-        })();
-        if out.is_err() {
-            events.truncate(mark);
-        }
-        Box::new(move |committed| {
-            let _ = reply.send(committed.and(out));
-        })
-    }
-    match op {
-        Op::Create(job, reply) => run(tx, events, reply, |c, ev| create(c, &job, ev)),
-        Op::Start { id, components, now_ms, tx: reply } => {
-            run(tx, events, reply, |c, ev| start(c, &id, &components, now_ms, ev))
-        }
-        Op::Cycles { id, cycles, now_ms, tx: reply } => {
-            run(tx, events, reply, |c, ev| record_cycles(c, &id, &cycles, now_ms, ev))
-        }
-        Op::Park { id, seen, outcome, tx: reply } => run(tx, events, reply, |c, ev| park(c, &id, &seen, &outcome, ev)),
-        Op::Finish { id, outcome, tx: reply } => run(tx, events, reply, |c, ev| finish(c, &id, &outcome, ev)),
-        Op::Answer { tenant, id, question, answer: text, now_ms, tx: reply } => {
-            run(tx, events, reply, |c, ev| answer(c, &tenant, &id, &question, &text, now_ms, ev))
-        }
-        Op::Cancel { tenant, id, now_ms, tx: reply } => {
-            run(tx, events, reply, |c, ev| cancel(c, &tenant, &id, now_ms, ev))
-        }
-        Op::PutTool(tool, reply) => run(tx, events, reply, |c, _| put_tool(c, &tool)),
-        Op::Review { tenant, digest, review, tx: reply } => {
-            run(tx, events, reply, |c, _| review_tool(c, &tenant, &digest, &review))
-        }
-    }
-}
-
 fn push_event(
     c: &Connection,
     job: &str,
+    attempt: u32,
     (kind, data): (EventKind, String),
     now_ms: u64,
     events: &mut Vec<Event>,
 ) -> Result<(), StoreError> {
     let seq = next_seq(c, job)?;
-    insert_event(c, job, seq, kind, data, now_ms, events)
+    insert_event(c, Event { job: job.to_owned(), seq, kind, data, at_ms: now_ms, attempt }, events)
 }
 
 fn next_seq(c: &Connection, job: &str) -> Result<u64, StoreError> {
@@ -450,22 +494,14 @@ fn next_seq(c: &Connection, job: &str) -> Result<u64, StoreError> {
         .map_err(|e| db(&e))
 }
 
-fn insert_event(
-    c: &Connection,
-    job: &str,
-    seq: u64,
-    kind: EventKind,
-    data: String,
-    now_ms: u64,
-    events: &mut Vec<Event>,
-) -> Result<(), StoreError> {
+fn insert_event(c: &Connection, e: Event, events: &mut Vec<Event>) -> Result<(), StoreError> {
     exec(
         c,
-        "INSERT INTO events (job, seq, kind, data, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![job, to_i64(seq), kind.as_str(), data, to_i64(now_ms)],
+        "INSERT INTO events (job, seq, kind, data, at_ms, attempt) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![e.job, to_i64(e.seq), e.kind.as_str(), e.data, to_i64(e.at_ms), e.attempt],
     )
     .map_err(|e| db(&e))?;
-    events.push(Event { job: job.to_owned(), seq, kind, data, at_ms: now_ms });
+    events.push(e);
     Ok(())
 }
 
@@ -536,7 +572,7 @@ fn create(c: &Connection, job: &NewJob, events: &mut Vec<Event>) -> Result<Admis
         exec(c, "INSERT INTO labels (job, key, value) VALUES (?1, ?2, ?3)", params![job.id, k, v])
             .map_err(|e| db(&e))?;
     }
-    push_event(c, &job.id, payload::created(), job.now_ms, events)?;
+    push_event(c, &job.id, 0, payload::created(), job.now_ms, events)?;
     Ok(Admission::Created)
 }
 
@@ -597,39 +633,116 @@ fn load_answers(c: &Connection, id: &str) -> Result<BTreeMap<String, String>, St
     rows.collect::<Result<BTreeMap<String, String>, _>>().map_err(|e| db(&e))
 }
 
-fn start(
-    c: &Connection,
-    id: &str,
-    components: &BTreeMap<String, String>,
-    now_ms: u64,
-    events: &mut Vec<Event>,
-) -> Result<Started, StoreError> {
-    let Some(mut record) = load_job(c, None, id)? else {
-        return Err(corrupt(format!("job {id}"), "started but not stored"));
-    };
-    record.attempts += 1;
-    let text = serde_json::to_string(components).map_err(|e| corrupt(format!("job {id}"), e.to_string()))?;
-    exec(
+/// The run holding `lease` still owns the job: its token is the job's.
+fn fence(c: &Connection, id: &str, lease: &Lease) -> Result<(), StoreError> {
+    let token: Option<Option<String>> =
+        row(c, "SELECT lease_token FROM jobs WHERE id = ?1", [id], |r| r.get(0)).optional().map_err(|e| db(&e))?;
+    match token {
+        Some(Some(t)) if t == lease.token => Ok(()),
+        _ => Err(StoreError::LeaseLost(id.to_owned())),
+    }
+}
+
+/// The oldest claimable job (queued, or running under an expired or void lease), if any.
+fn next_claimable(c: &Connection, now_ms: u64) -> Result<Option<String>, StoreError> {
+    row(
         c,
-        "UPDATE jobs SET status = ?2, attempts = ?3, components = ?4, updated_ms = ?5 WHERE id = ?1",
-        params![id, Status::Running.as_str(), record.attempts, text, to_i64(now_ms)],
+        "SELECT id FROM jobs WHERE status = ?1 OR (status = ?2 AND (lease_expires_ms IS NULL OR lease_expires_ms < ?3))
+         ORDER BY seq LIMIT 1",
+        params![Status::Queued.as_str(), Status::Running.as_str(), to_i64(now_ms)],
+        |r| r.get(0),
     )
-    .map_err(|e| db(&e))?;
-    record.status = Status::Running;
-    record.components.clone_from(components);
-    push_event(c, id, payload::started(record.attempts), now_ms, events)?;
-    let answers = load_answers(c, id)?;
-    Ok(Started { record, answers })
+    .optional()
+    .map_err(|e| db(&e))
+}
+
+fn claim(c: &Connection, req: &ClaimRequest, events: &mut Vec<Event>) -> Result<Option<Started>, StoreError> {
+    loop {
+        let id = match &req.job {
+            Some(id) => id.clone(),
+            None => match next_claimable(c, req.now_ms)? {
+                Some(id) => id,
+                None => return Ok(None),
+            },
+        };
+        let lease: Option<(Option<i64>, i64)> =
+            row(c, "SELECT lease_expires_ms, open_runs FROM jobs WHERE id = ?1", [&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(|e| db(&e))?;
+        let (Some(record), Some((expires, open_runs))) = (load_job(c, None, &id)?, lease) else { return Ok(None) };
+        let expired = expires.is_none_or(|e| to_u64(e) < req.now_ms);
+        if !rules::claimable(record.status, expired) {
+            if req.job.is_some() {
+                return Ok(None);
+            }
+            continue;
+        }
+        let open_runs = u32::try_from(open_runs).unwrap_or(u32::MAX);
+        if rules::attempts_exhausted(open_runs, req.max_attempts) {
+            let end = rules::exhausted(&id, open_runs, req.now_ms);
+            end_run(c, &id, &end)?;
+            push_event(c, &id, 0, payload::stop(&end), req.now_ms, events)?;
+            if req.job.is_some() {
+                return Ok(None);
+            }
+            continue;
+        }
+        let lease = Lease { token: rules::new_token(), attempt: record.attempts + 1 };
+        exec(
+            c,
+            "UPDATE jobs SET status = ?2, attempts = ?3, open_runs = open_runs + 1, lease_owner = ?4,
+                 lease_token = ?5, lease_expires_ms = ?6, updated_ms = ?7
+             WHERE id = ?1",
+            params![
+                id,
+                Status::Running.as_str(),
+                lease.attempt,
+                req.owner,
+                lease.token,
+                to_i64(req.now_ms.saturating_add(req.lease_ms)),
+                to_i64(req.now_ms)
+            ],
+        )
+        .map_err(|e| db(&e))?;
+        push_event(c, &id, lease.attempt, payload::started(lease.attempt), req.now_ms, events)?;
+        let mut record = record;
+        record.status = Status::Running;
+        record.attempts = lease.attempt;
+        let answers = load_answers(c, &id)?;
+        return Ok(Some(Started { record, answers, lease }));
+    }
+}
+
+fn begin(c: &Connection, id: &str, lease: &Lease, components: &BTreeMap<String, String>) -> Result<(), StoreError> {
+    fence(c, id, lease)?;
+    let text = serde_json::to_string(components).map_err(|e| corrupt(format!("job {id}"), e.to_string()))?;
+    exec(c, "UPDATE jobs SET components = ?2 WHERE id = ?1", params![id, text]).map_err(|e| db(&e))?;
+    Ok(())
+}
+
+fn renew(c: &Connection, id: &str, lease: &Lease, until_ms: u64) -> Result<Renewal, StoreError> {
+    let held = exec(
+        c,
+        "UPDATE jobs SET lease_expires_ms = ?3 WHERE id = ?1 AND lease_token = ?2",
+        params![id, lease.token, to_i64(until_ms)],
+    )
+    .map_err(|e| db(&e))?
+        == 1;
+    let cancel: Option<i64> =
+        row(c, "SELECT cancel FROM jobs WHERE id = ?1", [id], |r| r.get(0)).optional().map_err(|e| db(&e))?;
+    Ok(Renewal { held, cancel_requested: cancel.is_some_and(|c| c != 0) })
 }
 
 /// Record a batch of cycles: the ones after the last recorded, with one read of the job and one update.
 fn record_cycles(
     c: &Connection,
     id: &str,
+    lease: &Lease,
     cycles: &[CycleRecord],
     now_ms: u64,
     events: &mut Vec<Event>,
 ) -> Result<(), StoreError> {
+    fence(c, id, lease)?;
     let recorded: Option<i64> =
         row(c, "SELECT cycles FROM jobs WHERE id = ?1", [id], |r| r.get(0)).optional().map_err(|e| db(&e))?;
     let Some(recorded) = recorded else {
@@ -648,15 +761,25 @@ fn record_cycles(
             )
             .map_err(|e| db(&e))?;
         }
-        insert_event(c, id, seq, EventKind::Cycle, r.trace.clone(), now_ms, events)?;
+        let event = Event {
+            job: id.to_owned(),
+            seq,
+            kind: EventKind::Cycle,
+            data: r.trace.clone(),
+            at_ms: now_ms,
+            attempt: lease.attempt,
+        };
+        insert_event(c, event, events)?;
     }
     Ok(())
 }
 
-fn store_outcome(c: &Connection, id: &str, o: &Outcome) -> Result<(), StoreError> {
+/// Store where a run stopped (`waiting` or an end) and end its lease: a stop is not a crash.
+fn end_run(c: &Connection, id: &str, o: &Outcome) -> Result<(), StoreError> {
     exec(
         c,
-        "UPDATE jobs SET status = ?2, cycles = MAX(cycles, ?3), context_hash = ?4, result = ?5, updated_ms = ?6
+        "UPDATE jobs SET status = ?2, cycles = MAX(cycles, ?3), context_hash = ?4, result = ?5, updated_ms = ?6,
+             open_runs = 0, lease_owner = NULL, lease_token = NULL, lease_expires_ms = NULL
          WHERE id = ?1",
         params![id, o.status.as_str(), i64::from(o.cycles), o.context_hash, o.result, to_i64(o.now_ms)],
     )
@@ -664,23 +787,45 @@ fn store_outcome(c: &Connection, id: &str, o: &Outcome) -> Result<(), StoreError
     Ok(())
 }
 
-fn park(c: &Connection, id: &str, seen: &[String], o: &Outcome, events: &mut Vec<Event>) -> Result<Park, StoreError> {
+fn park(
+    c: &Connection,
+    id: &str,
+    lease: &Lease,
+    seen: &[String],
+    o: &Outcome,
+    events: &mut Vec<Event>,
+) -> Result<Park, StoreError> {
+    fence(c, id, lease)?;
     let mut answers = load_answers(c, id)?;
     answers.retain(|q, _| !seen.contains(q));
     if !answers.is_empty() {
         return Ok(Park::Answers(answers));
     }
-    store_outcome(c, id, o)?;
-    push_event(c, id, payload::stop(o), o.now_ms, events)?;
+    end_run(c, id, o)?;
+    push_event(c, id, lease.attempt, payload::stop(o), o.now_ms, events)?;
     Ok(Park::Parked)
 }
 
-fn finish(c: &Connection, id: &str, o: &Outcome, events: &mut Vec<Event>) -> Result<(), StoreError> {
+fn finish(c: &Connection, id: &str, lease: &Lease, o: &Outcome, events: &mut Vec<Event>) -> Result<(), StoreError> {
     if status_of(c, id, None)?.is_some_and(Status::is_terminal) {
         return Ok(());
     }
-    store_outcome(c, id, o)?;
-    push_event(c, id, payload::stop(o), o.now_ms, events)
+    fence(c, id, lease)?;
+    end_run(c, id, o)?;
+    push_event(c, id, lease.attempt, payload::stop(o), o.now_ms, events)
+}
+
+fn release(c: &Connection, id: &str, lease: &Lease, now_ms: u64) -> Result<(), StoreError> {
+    fence(c, id, lease)?;
+    exec(
+        c,
+        "UPDATE jobs SET status = ?2, open_runs = 0, lease_owner = NULL, lease_token = NULL, lease_expires_ms = NULL,
+             updated_ms = ?3
+         WHERE id = ?1",
+        params![id, Status::Queued.as_str(), to_i64(now_ms)],
+    )
+    .map_err(|e| db(&e))?;
+    Ok(())
 }
 
 fn answer(
@@ -707,7 +852,7 @@ fn answer(
     }
     exec(c, "UPDATE questions SET answer = ?3 WHERE job = ?1 AND id = ?2", params![id, question, text])
         .map_err(|e| db(&e))?;
-    push_event(c, id, payload::answer(question), now_ms, events)?;
+    push_event(c, id, 0, payload::answer(question), now_ms, events)?;
     let open: i64 = c
         .query_row("SELECT COUNT(*) FROM questions WHERE job = ?1 AND answer IS NULL", [id], |r| r.get(0))
         .map_err(|e| db(&e))?;
@@ -735,7 +880,7 @@ fn cancel(
     if requeue {
         set_status(c, id, Status::Queued, now_ms)?;
     }
-    push_event(c, id, payload::cancel_requested(status), now_ms, events)?;
+    push_event(c, id, 0, payload::cancel_requested(status), now_ms, events)?;
     Ok(CancelOutcome::Requested { status, requeue })
 }
 
@@ -944,38 +1089,51 @@ fn review_tool(c: &Connection, owner: &str, digest: &str, r: &ReviewRecord) -> R
 
 impl Store for SqliteStore {
     fn create_job(&self, job: NewJob) -> Reply<Admission> {
-        self.send(|tx| Op::Create(job, tx))
+        self.send(move |c, ev| create(c, &job, ev))
     }
 
-    fn start(&self, id: &str, components: BTreeMap<String, String>, now_ms: u64) -> Reply<Started> {
-        self.send(|tx| Op::Start { id: id.to_owned(), components, now_ms, tx })
+    fn claim(&self, request: ClaimRequest) -> Reply<Option<Started>> {
+        self.send(move |c, ev| claim(c, &request, ev))
     }
 
-    fn cycles(&self, id: &str, cycles: Vec<CycleRecord>, now_ms: u64) -> Reply<()> {
-        self.send(|tx| Op::Cycles { id: id.to_owned(), cycles, now_ms, tx })
+    fn begin(&self, id: &str, lease: &Lease, components: BTreeMap<String, String>, _now_ms: u64) -> Reply<()> {
+        let (id, lease) = (id.to_owned(), lease.clone());
+        self.send(move |c, _| begin(c, &id, &lease, &components))
     }
 
-    fn park(&self, id: &str, seen: Vec<String>, outcome: Outcome) -> Reply<Park> {
-        self.send(|tx| Op::Park { id: id.to_owned(), seen, outcome, tx })
+    fn renew(&self, id: &str, lease: &Lease, lease_ms: u64, now_ms: u64) -> Reply<Renewal> {
+        let (id, lease) = (id.to_owned(), lease.clone());
+        self.send(move |c, _| renew(c, &id, &lease, now_ms.saturating_add(lease_ms)))
     }
 
-    fn finish(&self, id: &str, outcome: Outcome) -> Reply<()> {
-        self.send(|tx| Op::Finish { id: id.to_owned(), outcome, tx })
+    fn cycles(&self, id: &str, lease: &Lease, cycles: Vec<CycleRecord>, now_ms: u64) -> Reply<()> {
+        let (id, lease) = (id.to_owned(), lease.clone());
+        self.send(move |c, ev| record_cycles(c, &id, &lease, &cycles, now_ms, ev))
+    }
+
+    fn park(&self, id: &str, lease: &Lease, seen: Vec<String>, outcome: Outcome) -> Reply<Park> {
+        let (id, lease) = (id.to_owned(), lease.clone());
+        self.send(move |c, ev| park(c, &id, &lease, &seen, &outcome, ev))
+    }
+
+    fn finish(&self, id: &str, lease: &Lease, outcome: Outcome) -> Reply<()> {
+        let (id, lease) = (id.to_owned(), lease.clone());
+        self.send(move |c, ev| finish(c, &id, &lease, &outcome, ev))
+    }
+
+    fn release(&self, id: &str, lease: &Lease, now_ms: u64) -> Reply<()> {
+        let (id, lease) = (id.to_owned(), lease.clone());
+        self.send(move |c, _| release(c, &id, &lease, now_ms))
     }
 
     fn answer(&self, tenant: &str, id: &str, question: &str, answer: &str, now_ms: u64) -> Reply<AnswerOutcome> {
-        self.send(|tx| Op::Answer {
-            tenant: tenant.to_owned(),
-            id: id.to_owned(),
-            question: question.to_owned(),
-            answer: answer.to_owned(),
-            now_ms,
-            tx,
-        })
+        let (tenant, id, question, text) = (tenant.to_owned(), id.to_owned(), question.to_owned(), answer.to_owned());
+        self.send(move |c, ev| self::answer(c, &tenant, &id, &question, &text, now_ms, ev))
     }
 
     fn cancel(&self, tenant: &str, id: &str, now_ms: u64) -> Reply<CancelOutcome> {
-        self.send(|tx| Op::Cancel { tenant: tenant.to_owned(), id: id.to_owned(), now_ms, tx })
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.send(move |c, ev| self::cancel(c, &tenant, &id, now_ms, ev))
     }
 
     fn job(&self, tenant: Option<&str>, id: &str) -> Result<Option<JobRecord>, StoreError> {
@@ -1053,19 +1211,21 @@ impl Store for SqliteStore {
     fn events(&self, id: &str, after: u64) -> Result<Vec<Event>, StoreError> {
         self.read(|c| {
             let mut stmt = c
-                .prepare_cached("SELECT seq, kind, data, at_ms FROM events WHERE job = ?1 AND seq > ?2 ORDER BY seq")
+                .prepare_cached(
+                    "SELECT seq, kind, data, at_ms, attempt FROM events WHERE job = ?1 AND seq > ?2 ORDER BY seq",
+                )
                 .map_err(|e| db(&e))?;
             let rows = stmt
                 .query_map(params![id, to_i64(after)], |r| {
-                    Ok((to_u64(r.get(0)?), r.get::<_, String>(1)?, r.get(2)?, to_u64(r.get(3)?)))
+                    Ok((to_u64(r.get(0)?), r.get::<_, String>(1)?, r.get(2)?, to_u64(r.get(3)?), r.get::<_, u32>(4)?))
                 })
                 .map_err(|e| db(&e))?;
             let mut out = Vec::new();
             for row in rows {
-                let (seq, kind, data, at_ms) = row.map_err(|e| db(&e))?;
+                let (seq, kind, data, at_ms, attempt) = row.map_err(|e| db(&e))?;
                 let kind = EventKind::parse(&kind)
                     .ok_or_else(|| corrupt(format!("job {id}"), format!("unknown event kind {kind:?}")))?;
-                out.push(Event { job: id.to_owned(), seq, kind, data, at_ms });
+                out.push(Event { job: id.to_owned(), seq, kind, data, at_ms, attempt });
             }
             Ok(out)
         })
@@ -1094,6 +1254,14 @@ impl Store for SqliteStore {
         })
     }
 
+    fn queued(&self) -> Result<u64, StoreError> {
+        self.read(|c| {
+            row(c, "SELECT COUNT(*) FROM jobs WHERE status = ?1", [Status::Queued.as_str()], |r| r.get::<_, i64>(0))
+                .map(to_u64)
+                .map_err(|e| db(&e))
+        })
+    }
+
     fn oldest_queued(&self) -> Result<Option<u64>, StoreError> {
         self.read(|c| {
             row(c, "SELECT MIN(created_ms) FROM jobs WHERE status = ?1", [Status::Queued.as_str()], |r| {
@@ -1105,11 +1273,12 @@ impl Store for SqliteStore {
     }
 
     fn put_tool(&self, tool: NewTool) -> Reply<ToolRecord> {
-        self.send(|tx| Op::PutTool(Box::new(tool), tx))
+        self.send(move |c, _| put_tool(c, &tool))
     }
 
     fn review_tool(&self, tenant: &str, digest: &str, review: ReviewRecord) -> Reply<ReviewOutcome> {
-        self.send(|tx| Op::Review { tenant: tenant.to_owned(), digest: digest.to_owned(), review, tx })
+        let (tenant, digest) = (tenant.to_owned(), digest.to_owned());
+        self.send(move |c, _| review_tool(c, &tenant, &digest, &review))
     }
 
     fn tools(&self, tenant: Option<&str>) -> Result<Vec<ToolRecord>, StoreError> {

@@ -57,7 +57,7 @@ fn a_version_1_store_keeps_its_tools_and_reviews_when_migrated() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
 }
 
 #[test]
@@ -66,7 +66,7 @@ fn a_store_from_a_newer_version_is_refused_by_name() {
     std::fs::create_dir_all(&dir).unwrap();
     rusqlite::Connection::open(dir.join("converge.db")).unwrap().execute_batch("PRAGMA user_version = 9;").unwrap();
     match SqliteStore::open(&dir, None) {
-        Err(StoreError::NewerSchema { found: 9, supported: 2, location }) => assert!(location.ends_with("converge.db")),
+        Err(StoreError::NewerSchema { found: 9, supported: 3, location }) => assert!(location.ends_with("converge.db")),
         other => panic!("{other:?}"),
     }
 }
@@ -76,4 +76,53 @@ fn replay_opens_only_an_existing_store() {
     let dir = dir("missing");
     assert!(matches!(SqliteStore::open_existing(&dir), Err(StoreError::Missing(_))));
     assert!(!dir.join("converge.db").exists(), "nothing created");
+}
+
+#[test]
+fn one_process_owns_a_store_and_replay_reads_it_meanwhile() {
+    let dir = dir("owner");
+    let first = SqliteStore::open(&dir, None).unwrap();
+    match SqliteStore::open(&dir, None) {
+        Err(StoreError::Db { message, .. }) => assert!(message.contains("another converge process"), "{message}"),
+        other => panic!("a second writer: {other:?}"),
+    }
+    let reader = SqliteStore::open_existing(&dir).unwrap();
+    assert!(reader.list(None, &converge_store::ListFilter { limit: 1, ..Default::default() }).unwrap().is_empty());
+    assert!(
+        matches!(converge_store::wait(reader.cancel("t", "j", 0)), Err(StoreError::Closed)),
+        "a reader writes nothing"
+    );
+    first.close();
+    assert!(SqliteStore::open(&dir, None).is_ok(), "free once the first closed");
+}
+
+#[test]
+fn a_restart_voids_the_leases_of_the_process_that_died() {
+    use converge_store::{ClaimRequest, NewJob, wait};
+    let dir = dir("restart-leases");
+    let store = SqliteStore::open(&dir, None).unwrap();
+    let job = NewJob {
+        id: "j1".into(),
+        tenant: "t".into(),
+        spec: "{}".into(),
+        spec_hash: "h".into(),
+        goal: "g".into(),
+        labels: std::collections::BTreeMap::new(),
+        idempotency_key: None,
+        now_ms: 1,
+    };
+    wait(store.create_job(job)).unwrap();
+    let claim = |now_ms| ClaimRequest {
+        owner: "a".into(),
+        job: Some("j1".into()),
+        lease_ms: 3_600_000,
+        max_attempts: 3,
+        now_ms,
+    };
+    assert!(wait(store.claim(claim(2))).unwrap().is_some());
+    store.close();
+    let store = SqliteStore::open(&dir, None).unwrap();
+    assert_eq!(store.unfinished().unwrap(), ["j1"]);
+    let again = wait(store.claim(claim(3))).unwrap().expect("its lease died with its process");
+    assert_eq!(again.lease.attempt, 2);
 }

@@ -10,7 +10,8 @@
 //!   validation (SPEC §6).
 //! - [`rules`]: what every backend decides the same way (review transitions, resubmissions, when a job is
 //!   queued again, event payloads), so a second backend implements storage, not policy.
-//! - [`SqliteStore`]: the embedded backend (one file, WAL, group commit).
+//! - [`SqliteStore`]: the embedded backend (one file, WAL, group commit, one process).
+//! - [`PostgresStore`]: the shared backend (a queue for many replicas, leases fenced by token, `LISTEN/NOTIFY`).
 //! - `conformance` (feature `conformance`): the suite every backend must pass.
 //!
 //! # Invariants of this crate
@@ -19,6 +20,7 @@
 //! - The store decides nothing about the engine; it makes the service's transitions atomic.
 //! - Nothing here knows HTTP, wasmtime or tokio's runtime (a `oneshot` channel carries each reply).
 
+mod postgres;
 pub mod records;
 pub mod rules;
 mod sqlite;
@@ -32,6 +34,7 @@ pub use records::{
     JobSummary, Lease, ListFilter, NewJob, NewQuestion, NewTool, Outcome, Park, Renewal, ReviewOutcome, ReviewRecord,
     Started, SubmissionOutcome, ToolEvent, ToolHistory, ToolRecord, ToolStatus,
 };
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use tool::{Expect, ImportCheck, Manifest, ManifestError, Report, TestCase, TestReport, ToolLimits, Verdict};
 

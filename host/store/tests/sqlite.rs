@@ -1,6 +1,7 @@
 //! The SQLite backend: the conformance suite, and what only this backend has (its file, its schema versions).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+use converge_store::conformance::Opened;
 use converge_store::{OnCommit, SqliteStore, Store, StoreError, ToolStatus};
 use std::path::PathBuf;
 
@@ -10,8 +11,8 @@ fn dir(name: &str) -> PathBuf {
     dir
 }
 
-fn open(name: &str, hook: Option<OnCommit>) -> Box<dyn Store> {
-    Box::new(SqliteStore::open(&dir(name), hook).unwrap())
+fn open(name: &str, hook: Option<OnCommit>) -> Opened {
+    Opened::new(SqliteStore::open(&dir(name), hook).unwrap())
 }
 
 converge_store::conformance_tests!(open);

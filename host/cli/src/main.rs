@@ -6,6 +6,7 @@ mod load;
 mod replay;
 mod run;
 mod serve;
+mod store;
 mod validate_tool;
 
 use clap::{Parser, Subcommand};
@@ -33,7 +34,7 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
-    /// Serve the HTTP API (SPEC §5) with the embedded store under `--data`.
+    /// Serve the HTTP API (SPEC §5) with the embedded store under `--data`, or a shared PostgreSQL (`--store`).
     Serve(Box<serve::Serve>),
     /// Re-run a stored job from its spec and answers and compare `context_hash` and every tool call (tool,
     /// digest, input, outcome, output). Exit 0 identical, 1 different,
@@ -43,6 +44,8 @@ enum Command {
         job: String,
         #[command(flatten)]
         load: load::Load,
+        #[command(flatten)]
+        store: store::StoreArg,
         /// Threads for the parallel phase (default: the number of cores).
         #[arg(long)]
         threads: Option<usize>,
@@ -90,7 +93,7 @@ fn main() -> ExitCode {
         Command::Agents { load, json } => agents::agents(&load, json),
         Command::ValidateTool { tool, manifest } => validate_tool::validate_tool(&tool, &manifest),
         Command::Serve(opts) => serve::serve(&opts),
-        Command::Replay { job, load, threads } => replay::replay(&job, &load, threads),
+        Command::Replay { job, load, store, threads } => replay::replay(&job, &load, &store, threads),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

@@ -2,20 +2,17 @@
 
 use crate::Exit;
 use crate::load::{Load, executor, progress, thread_count};
+use crate::store::{StoreArg, open_to_read};
 use converge_runtime::replay::{ReplayError, replay as run_replay};
-use converge_store::{SqliteStore, StoreError};
 
-pub(crate) fn replay(id: &str, opts: &Load, threads: Option<usize>) -> Result<u8, Exit> {
-    let store = SqliteStore::open_existing(&opts.data).map_err(|e| match e {
-        StoreError::Missing(_) => Exit::input(e.to_string()),
-        other => Exit::failure(other),
-    })?;
+pub(crate) fn replay(id: &str, opts: &Load, store: &StoreArg, threads: Option<usize>) -> Result<u8, Exit> {
+    let store = open_to_read(store, &opts.data)?;
     let threads = thread_count(threads)?;
     let registry = opts.registry(threads + 1)?;
-    let outcome = run_replay(&store, registry, id, &executor(threads)?, progress);
+    let outcome = run_replay(store.as_ref(), registry, id, &executor(threads)?, progress);
     store.close();
     let report = outcome.map_err(|e| match e {
-        ReplayError::NoSuchJob(_) => Exit::input(format!("no job {id} in {}", opts.data.display())),
+        ReplayError::NoSuchJob(_) => Exit::input(format!("no job {id} in the store")),
         ReplayError::NoResult { .. } | ReplayError::Spec { .. } | ReplayError::Components(_) => {
             Exit::input(e.to_string())
         }

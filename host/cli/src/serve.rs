@@ -3,11 +3,11 @@
 
 use crate::Exit;
 use crate::load::{Load, executor, thread_count};
+use crate::store::StoreArg;
 use converge_http::server::{ServerConfig, refuses_without_tokens};
 use converge_http::{Auth, HttpConfig};
 use converge_runtime::WasmRuntime;
 use converge_service::{AdaptiveExecutor, Service, ServiceConfig, Watchers};
-use converge_store::{SqliteStore, Store};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +17,22 @@ use std::time::Duration;
 pub(crate) struct Serve {
     #[command(flatten)]
     load: Load,
+    #[command(flatten)]
+    store: StoreArg,
+    /// How long a running job's lease holds without renewal, in milliseconds (renewed every third of it). A job
+    /// whose replica dies is taken over once its lease expires.
+    #[arg(long, default_value_t = 30_000)]
+    lease_ms: u64,
+    /// Runs of one job that may end without finishing (the process died, the lease expired) before the job is
+    /// ended `agent_failed` (`attempts_exhausted`) instead of run again.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
+    /// On SIGTERM, how long running jobs may take to finish before they are given back, in milliseconds.
+    #[arg(long, default_value_t = 20_000)]
+    drain_ms: u64,
+    /// This replica's name in the leases it holds (default: the host name and the process id).
+    #[arg(long)]
+    owner: Option<String>,
     /// Address to listen on. Anything but loopback needs `--token-file` (or `--insecure`).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
@@ -90,10 +106,11 @@ pub(crate) fn serve(opts: &Serve) -> Result<u8, Exit> {
     if workers == 0 || opts.queue == 0 {
         return Err(Exit::input("--workers and --queue must be at least 1"));
     }
+    if opts.lease_ms < 100 || opts.max_attempts == 0 {
+        return Err(Exit::input("--lease-ms must be at least 100 and --max-attempts at least 1"));
+    }
     let watchers = Arc::new(Watchers::default());
-    let hook = Arc::clone(&watchers);
-    let store = SqliteStore::open(&opts.load.data, Some(Arc::new(move |e| hook.publish(e)))).map_err(Exit::failure)?;
-    let store: Arc<SqliteStore> = Arc::new(store);
+    let store = crate::store::open(&opts.store, &opts.load.data, &watchers)?;
     // Guests run on the agent threads, on the workers (once jobs fill the cores), and on the threads that load
     // components and validate tools.
     let runtime = Arc::new(WasmRuntime::new(opts.load.registry(threads + workers + 2)?));
@@ -101,10 +118,14 @@ pub(crate) fn serve(opts: &Serve) -> Result<u8, Exit> {
         workers,
         queue: opts.queue,
         max_wait: Duration::from_secs(opts.max_wait),
+        owner: opts.owner.clone().unwrap_or_else(owner),
+        lease: Duration::from_millis(opts.lease_ms),
+        max_attempts: opts.max_attempts,
+        poll: Duration::from_millis((opts.lease_ms / 10).clamp(100, 1000)),
         ..ServiceConfig::default()
     };
     let executor = AdaptiveExecutor::new(executor(threads)?, threads);
-    let svc = Service::new(Arc::clone(&store) as Arc<dyn Store>, runtime, executor, watchers, config)
+    let svc = Service::new(Arc::clone(&store), runtime, executor, watchers, config)
         .map_err(|e| Exit::input(e.to_string()))?;
     let inventory = svc.inventory();
     for r in &inventory.rejected {
@@ -120,6 +141,8 @@ pub(crate) fn serve(opts: &Serve) -> Result<u8, Exit> {
         .build()
         .map_err(|e| Exit::failure(format!("starting the runtime: {e}")))?;
     let addr = opts.addr;
+    let drain = Duration::from_millis(opts.drain_ms);
+    let draining = Arc::clone(&svc);
     let served = tokio.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|e| Exit::input(format!("binding {addr}: {e}")))?;
@@ -138,16 +161,26 @@ pub(crate) fn serve(opts: &Serve) -> Result<u8, Exit> {
             max_connections: opts.max_connections.max(1),
             ..ServerConfig::default()
         };
-        converge_http::server::serve(listener, app, server, shutdown_signal()).await;
+        converge_http::server::serve(listener, app, server, stop(draining, drain)).await;
         Ok::<(), Exit>(())
     });
     svc.shutdown();
     store.close();
-    tracing::info!("stopped; unfinished jobs resume at the next start");
+    tracing::info!("stopped; unfinished jobs run again at the next start, or on another replica");
     served.map(|()| 0)
 }
 
-async fn shutdown_signal() {
+/// The default owner of this replica's leases: the host name and the process id.
+fn owner() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    format!("{}-{}", if host.is_empty() { "converge" } else { host }, std::process::id())
+}
+
+/// Resolves when the server should stop: at once on Ctrl-C (running jobs run again at the next start or on
+/// another replica); on SIGTERM after a drain — readiness fails, nothing more is claimed, running jobs get
+/// `drain` to finish and the rest are given back — while the server still answers.
+async fn stop(svc: Arc<Service>, drain: Duration) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -164,6 +197,10 @@ async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! {
         () = ctrl_c => {},
-        () = term => {},
+        () = term => {
+            tracing::info!(drain_ms = u64::try_from(drain.as_millis()).unwrap_or(u64::MAX), "draining");
+            let given_back = tokio::task::spawn_blocking(move || svc.drain(drain)).await.unwrap_or(0);
+            tracing::info!(given_back, "drained");
+        },
     }
 }

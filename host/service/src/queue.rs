@@ -96,7 +96,10 @@ impl JobQueue {
     }
 
     /// The next job, waiting at most `timeout`: `Ok(Some(id))`, `Ok(None)` when the time passed with nothing
-    /// queued, `Err(())` once closed.
+    /// queued.
+    ///
+    /// # Errors
+    /// The queue is closed.
     #[allow(clippy::result_unit_err)]
     pub fn pop_timeout(&self, timeout: std::time::Duration) -> Result<Option<String>, ()> {
         let start = Instant::now();

@@ -1,12 +1,12 @@
 //! The [`Service`] value: the store, the runtime, the queue and the workers, and the plumbing every call shares.
 
-use crate::worker::Run;
 use crate::error::ServiceError;
 use crate::executor::AdaptiveExecutor;
 use crate::metrics::{Metrics, Observer};
 use crate::queue::JobQueue;
 use crate::runtime::{Inventory, Runtime};
 use crate::watch::Watchers;
+use crate::worker::Run;
 use converge_engine::JobResult;
 use converge_store::{Event, Notice, Store, StoreError};
 use std::collections::BTreeMap;

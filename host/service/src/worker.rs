@@ -171,8 +171,11 @@ impl Service {
     /// Renew the lease of every run in flight, once; stop a run whose lease is gone, cancel one a client
     /// cancelled (perhaps through another replica).
     pub(crate) fn renew_leases(&self) {
-        let runs: Vec<(String, Arc<Run>)> =
-            self.running.lock().map(|r| r.iter().map(|(id, run)| (id.clone(), Arc::clone(run))).collect()).unwrap_or_default();
+        let runs: Vec<(String, Arc<Run>)> = self
+            .running
+            .lock()
+            .map(|r| r.iter().map(|(id, run)| (id.clone(), Arc::clone(run))).collect())
+            .unwrap_or_default();
         let lease_ms = u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX);
         for (id, run) in runs {
             match wait(self.store.renew(&id, &run.lease, lease_ms, now_ms())) {
@@ -225,8 +228,7 @@ impl Journal for StoreJournal<'_> {
         // A job run again after a crash produces its cycles again, so they need not be durable one by one: they
         // are written in one batch at the job's stop, or at once while someone may watch live (here, or on
         // another replica of a shared store) or the batch grows.
-        if self.svc.store.shared() || self.svc.watchers.watched(self.id) || self.pending.len() >= MAX_PENDING_CYCLES
-        {
+        if self.svc.store.shared() || self.svc.watchers.watched(self.id) || self.pending.len() >= MAX_PENDING_CYCLES {
             self.flush();
         }
         if let Ok(mut l) = self.svc.live.lock() {

@@ -68,6 +68,7 @@ macro_rules! conformance_tests {
             a_run_that_lost_its_lease_writes_nothing,
             a_job_that_keeps_dying_ends_with_its_attempts_exhausted,
             a_renewal_extends_the_lease_and_tells_of_a_cancel,
+            free_text_is_kept_byte_for_byte,
         );
     };
     (@cases $open:expr; $($case:ident),* $(,)?) => {
@@ -315,9 +316,9 @@ pub fn a_start_resumes_queued_and_running_jobs_only(open: Open) {
     let leases: BTreeMap<&str, _> =
         ["running", "waiting", "ended"].into_iter().map(|id| (id, start(&*s, id, 200).lease)).collect();
     let (lease_waiting, lease_ended) = (&leases["waiting"], &leases["ended"]);
-    wait(s.cycles("waiting", &lease_waiting, vec![cycle(1, &["q"])], 201)).unwrap();
-    wait(s.park("waiting", &lease_waiting, vec![], outcome(Status::Waiting, 1, 202))).unwrap();
-    wait(s.finish("ended", &lease_ended, outcome(Status::AgentFailed, 0, 203))).unwrap();
+    wait(s.cycles("waiting", lease_waiting, vec![cycle(1, &["q"])], 201)).unwrap();
+    wait(s.park("waiting", lease_waiting, vec![], outcome(Status::Waiting, 1, 202))).unwrap();
+    wait(s.finish("ended", lease_ended, outcome(Status::AgentFailed, 0, 203))).unwrap();
     if s.shared() {
         // Replicas claim from the shared queue itself; nothing is handed to one process at its start.
         assert!(s.unfinished().unwrap().is_empty());
@@ -596,4 +597,35 @@ pub fn a_renewal_extends_the_lease_and_tells_of_a_cancel(open: Open) {
     assert!(short(&*s, None, 60_000).is_none(), "renewed past its first expiry: still held");
     wait(s.cancel(T, "j1", 2)).unwrap();
     assert!(wait(s.renew("j1", &l, 300, real_now())).unwrap().cancel_requested);
+}
+
+pub fn free_text_is_kept_byte_for_byte(open: Open) {
+    let s = open("free_text_is_kept_byte_for_byte", None);
+    // What a client or a guest may send: NUL, control characters, quotes, non-ASCII.
+    let odd = "a\u{0}b\tc\"d'e é 漢 \u{7f}";
+    let mut new = job("j1", T, None, "{}", 1);
+    new.goal = odd.into();
+    new.labels = BTreeMap::from([(odd.to_owned(), odd.to_owned())]);
+    assert_eq!(wait(s.create_job(new)).unwrap(), Admission::Created);
+    let stored = s.job(None, "j1").unwrap().unwrap();
+    assert_eq!((stored.goal.as_str(), stored.labels.get(odd).map(String::as_str)), (odd, Some(odd)));
+    let label = Some((odd.to_owned(), odd.to_owned()));
+    assert_eq!(s.list(Some(T), &ListFilter { limit: 5, label, ..ListFilter::default() }).unwrap().len(), 1);
+    let lease = start(&*s, "j1", 2).lease;
+    let mut asked = cycle(1, &["q"]);
+    asked.questions[0].prompt = odd.into();
+    wait(s.cycles("j1", &lease, vec![asked], 3)).unwrap();
+    assert_eq!(wait(s.answer(T, "j1", "q", odd, 4)).unwrap(), AnswerOutcome::Recorded { resume: false });
+    assert_eq!(s.answers("j1").unwrap().get("q").map(String::as_str), Some(odd));
+    wait(s.put_tool(tool(T, "d1", Verdict::NeedsReview, odd, 5))).unwrap();
+    let review = ReviewRecord {
+        decision: Decision::Reject,
+        reviewer: odd.into(),
+        comment: odd.into(),
+        tenant: T.into(),
+        at_ms: 6,
+    };
+    assert!(matches!(wait(s.review_tool(T, "d1", review.clone())).unwrap(), ReviewOutcome::Recorded(_)));
+    let kept = s.tool(T, "d1").unwrap().unwrap();
+    assert_eq!((kept.manifest.description.as_str(), &kept.reviews[0]), (odd, &review));
 }

@@ -29,12 +29,12 @@ pub mod tool;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use postgres::PostgresStore;
 pub use records::{
     Admission, AnswerOutcome, CancelOutcome, ClaimRequest, CycleRecord, Decision, Event, EventKind, JobRecord,
     JobSummary, Lease, ListFilter, NewJob, NewQuestion, NewTool, Outcome, Park, Renewal, ReviewOutcome, ReviewRecord,
     Started, SubmissionOutcome, ToolEvent, ToolHistory, ToolRecord, ToolStatus,
 };
-pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use tool::{Expect, ImportCheck, Manifest, ManifestError, Report, TestCase, TestReport, ToolLimits, Verdict};
 
@@ -134,6 +134,9 @@ pub trait Store: Send + Sync {
     fn listen(&self, on: OnNotice) {
         drop(on);
     }
+
+    /// Stop: finish the writes already sent, then refuse the rest ([`StoreError::Closed`]).
+    fn close(&self) {}
 
     /// Admit a job (queued), honouring its idempotency key.
     fn create_job(&self, job: NewJob) -> Reply<Admission>;

@@ -218,7 +218,7 @@ impl Db<'_, '_> {
         self.tx.query(&s, params).map_err(|e| db_error(&e))
     }
 
-    fn notify(&mut self, notice: serde_json::Value) {
+    fn notify(&mut self, notice: &serde_json::Value) {
         self.notices.push(notice.to_string());
     }
 }
@@ -299,6 +299,9 @@ fn db_error(e: &postgres::Error) -> StoreError {
     db(e)
 }
 
+/// Where a writer thread takes its writes.
+type Writer = mpsc::Sender<Box<dyn Write>>;
+
 /// A read connection with its statements.
 struct Reader {
     client: Client,
@@ -308,7 +311,7 @@ struct Reader {
 /// PostgreSQL at a `postgres://` URL, shared by every replica that connects to it.
 pub struct PostgresStore {
     url: String,
-    writers: Mutex<Option<Vec<mpsc::Sender<Box<dyn Write>>>>>,
+    writers: Mutex<Option<Vec<Writer>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Reader>>,
     stop: Arc<AtomicBool>,
@@ -569,7 +572,7 @@ fn insert_event(db: &mut Db<'_, '_>, e: Event, events: &mut Vec<Event>) -> Resul
         "INSERT INTO events (job, seq, kind, data, at_ms, attempt) VALUES ($1, $2, $3, $4, $5, $6)",
         &[&e.job, &to_i64(e.seq), &e.kind.as_str(), &e.data, &to_i64(e.at_ms), &to_i32(e.attempt)],
     )?;
-    db.notify(serde_json::json!({"t": "event", "job": e.job, "seq": e.seq, "kind": e.kind, "attempt": e.attempt}));
+    db.notify(&serde_json::json!({"t": "event", "job": e.job, "seq": e.seq, "kind": e.kind, "attempt": e.attempt}));
     events.push(e);
     Ok(())
 }
@@ -593,7 +596,10 @@ fn fence(db: &mut Db<'_, '_>, id: &str, lease: &Lease) -> Result<(), StoreError>
 }
 
 fn set_status(db: &mut Db<'_, '_>, job: &str, status: Status, now_ms: u64) -> Result<(), StoreError> {
-    db.execute("UPDATE jobs SET status = $2, updated_ms = $3 WHERE id = $1", &[&job, &status.as_str(), &to_i64(now_ms)])?;
+    db.execute(
+        "UPDATE jobs SET status = $2, updated_ms = $3 WHERE id = $1",
+        &[&job, &status.as_str(), &to_i64(now_ms)],
+    )?;
     Ok(())
 }
 
@@ -635,10 +641,13 @@ fn create(db: &mut Db<'_, '_>, job: &NewJob, events: &mut Vec<Event>) -> Result<
         ],
     )?;
     for (k, v) in &job.labels {
-        db.execute("INSERT INTO labels (job, key, value) VALUES ($1, $2, $3)", &[&job.id, &k.as_bytes(), &v.as_bytes()])?;
+        db.execute(
+            "INSERT INTO labels (job, key, value) VALUES ($1, $2, $3)",
+            &[&job.id, &k.as_bytes(), &v.as_bytes()],
+        )?;
     }
     push_event(db, &job.id, 0, payload::created(), job.now_ms, events)?;
-    db.notify(serde_json::json!({"t": "claimable"}));
+    db.notify(&serde_json::json!({"t": "claimable"}));
     Ok(Admission::Created)
 }
 
@@ -750,7 +759,12 @@ fn claim(db: &mut Db<'_, '_>, req: &ClaimRequest, events: &mut Vec<Event>) -> Re
     }
 }
 
-fn begin(db: &mut Db<'_, '_>, id: &str, lease: &Lease, components: &BTreeMap<String, String>) -> Result<(), StoreError> {
+fn begin(
+    db: &mut Db<'_, '_>,
+    id: &str,
+    lease: &Lease,
+    components: &BTreeMap<String, String>,
+) -> Result<(), StoreError> {
     fence(db, id, lease)?;
     let text = serde_json::to_string(components).map_err(|e| corrupt(format!("job {id}"), e.to_string()))?;
     db.execute("UPDATE jobs SET components = $2 WHERE id = $1", &[&id, &text])?;
@@ -763,13 +777,11 @@ fn renew(db: &mut Db<'_, '_>, id: &str, lease: &Lease, lease_ms: u64) -> Result<
          WHERE id = $1 AND lease_token = $2 RETURNING cancel",
         &[&id, &lease.token, &(f64::from(u32::try_from(lease_ms).unwrap_or(u32::MAX)))],
     )?;
-    match row {
-        Some(r) => Ok(Renewal { held: true, cancel_requested: r.get(0) }),
-        None => {
-            let cancel = db.opt("SELECT cancel FROM jobs WHERE id = $1", &[&id])?.is_some_and(|r| r.get::<_, bool>(0));
-            Ok(Renewal { held: false, cancel_requested: cancel })
-        }
+    if let Some(r) = row {
+        return Ok(Renewal { held: true, cancel_requested: r.get(0) });
     }
+    let cancel = db.opt("SELECT cancel FROM jobs WHERE id = $1", &[&id])?.is_some_and(|r| r.get::<_, bool>(0));
+    Ok(Renewal { held: false, cancel_requested: cancel })
 }
 
 fn record_cycles(
@@ -840,7 +852,13 @@ fn park(
     Ok(Park::Parked)
 }
 
-fn finish(db: &mut Db<'_, '_>, id: &str, lease: &Lease, o: &Outcome, events: &mut Vec<Event>) -> Result<(), StoreError> {
+fn finish(
+    db: &mut Db<'_, '_>,
+    id: &str,
+    lease: &Lease,
+    o: &Outcome,
+    events: &mut Vec<Event>,
+) -> Result<(), StoreError> {
     if lock_job(db, id)?.is_some_and(|(s, _)| s.is_terminal()) {
         return Ok(());
     }
@@ -857,7 +875,7 @@ fn release(db: &mut Db<'_, '_>, id: &str, lease: &Lease, now_ms: u64) -> Result<
          WHERE id = $1",
         &[&id, &to_i64(now_ms)],
     )?;
-    db.notify(serde_json::json!({"t": "claimable"}));
+    db.notify(&serde_json::json!({"t": "claimable"}));
     Ok(())
 }
 
@@ -886,13 +904,12 @@ fn answer(
     }
     db.execute("UPDATE questions SET answer = $3 WHERE job = $1 AND id = $2", &[&id, &question, &text.as_bytes()])?;
     push_event(db, id, 0, payload::answer(question), now_ms, events)?;
-    let open: i64 = db
-        .opt("SELECT COUNT(*) FROM questions WHERE job = $1 AND answer IS NULL", &[&id])?
-        .map_or(0, |r| r.get(0));
+    let open: i64 =
+        db.opt("SELECT COUNT(*) FROM questions WHERE job = $1 AND answer IS NULL", &[&id])?.map_or(0, |r| r.get(0));
     let resume = rules::resumes_on_answer(status, to_u64(open));
     if resume {
         set_status(db, id, Status::Queued, now_ms)?;
-        db.notify(serde_json::json!({"t": "claimable"}));
+        db.notify(&serde_json::json!({"t": "claimable"}));
     }
     Ok(AnswerOutcome::Recorded { resume })
 }
@@ -915,10 +932,10 @@ fn cancel(
     let requeue = rules::requeues_on_cancel(status);
     if requeue {
         set_status(db, id, Status::Queued, now_ms)?;
-        db.notify(serde_json::json!({"t": "claimable"}));
+        db.notify(&serde_json::json!({"t": "claimable"}));
     }
     push_event(db, id, 0, payload::cancel_requested(status), now_ms, events)?;
-    db.notify(serde_json::json!({"t": "cancel", "job": id}));
+    db.notify(&serde_json::json!({"t": "cancel", "job": id}));
     Ok(CancelOutcome::Requested { status, requeue })
 }
 
@@ -1004,7 +1021,7 @@ fn push_tool_event(
                  $3, $4, $5)",
         &[&tenant, &digest, &kind, &data.to_string(), &to_i64(at_ms)],
     )?;
-    db.notify(serde_json::json!({"t": "tool", "tenant": tenant, "digest": digest}));
+    db.notify(&serde_json::json!({"t": "tool", "tenant": tenant, "digest": digest}));
     Ok(())
 }
 
@@ -1088,10 +1105,21 @@ fn review_tool(db: &mut Db<'_, '_>, owner: &str, digest: &str, r: &ReviewRecord)
 
 // ---- the listener ----
 
-/// Deliver every notification on the channel to `on`, reconnecting when the connection drops, until `stop`.
-fn listen(url: &str, stop: &AtomicBool, on: &OnNotice) {
+/// A connection that listens on the channel.
+fn subscribe(url: &str) -> Result<Client, StoreError> {
+    let mut client = connect(url)?;
+    client
+        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .map_err(|e| StoreError::Db { context: "LISTEN".into(), message: e.to_string() })?;
+    Ok(client)
+}
+
+/// Deliver every notification on the channel to `on` (starting with `first`, already listening), reconnecting
+/// when the connection drops, until `stop`.
+fn listen(url: &str, stop: &AtomicBool, on: &OnNotice, first: Option<Client>) {
+    let mut first = first;
     while !stop.load(Ordering::Acquire) {
-        let mut client = match connect(url) {
+        let mut client = match first.take().map_or_else(|| subscribe(url), Ok) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "the notification listener cannot connect; retrying");
@@ -1099,11 +1127,6 @@ fn listen(url: &str, stop: &AtomicBool, on: &OnNotice) {
                 continue;
             }
         };
-        if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
-            tracing::warn!(error = %e, "LISTEN failed; retrying");
-            std::thread::sleep(Duration::from_secs(1));
-            continue;
-        }
         // Whatever was missed while the listener was away is found by the workers' polling and by followers
         // reading the trail; from here on, notices arrive as they commit.
         on(&Notice::Claimable);
@@ -1156,13 +1179,27 @@ fn notice(payload: &str) -> Option<Notice> {
 }
 
 impl Store for PostgresStore {
+    fn close(&self) {
+        PostgresStore::close(self);
+    }
+
     fn shared(&self) -> bool {
         true
     }
 
     fn listen(&self, on: OnNotice) {
+        // Listening before this returns: nothing committed after it is missed.
+        let first = match subscribe(&self.url) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "the notification listener cannot connect yet; it retries");
+                None
+            }
+        };
         let (url, stop) = (self.url.clone(), Arc::clone(&self.stop));
-        let spawned = std::thread::Builder::new().name("converge-pg-listen".into()).spawn(move || listen(&url, &stop, &on));
+        let spawned = std::thread::Builder::new()
+            .name("converge-pg-listen".into())
+            .spawn(move || listen(&url, &stop, &on, first));
         match spawned {
             Ok(t) => {
                 if let Ok(mut threads) = self.threads.lock() {
@@ -1304,7 +1341,9 @@ impl Store for PostgresStore {
     }
 
     fn queued(&self) -> Result<u64, StoreError> {
-        self.read(|c| Ok(c.opt("SELECT COUNT(*) FROM jobs WHERE status = 'queued'", &[])?.map_or(0, |r| to_u64(r.get(0)))))
+        self.read(|c| {
+            Ok(c.opt("SELECT COUNT(*) FROM jobs WHERE status = 'queued'", &[])?.map_or(0, |r| to_u64(r.get(0))))
+        })
     }
 
     fn counts(&self) -> Result<BTreeMap<Status, u64>, StoreError> {

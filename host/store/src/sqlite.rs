@@ -670,8 +670,8 @@ fn claim(c: &Connection, req: &ClaimRequest, events: &mut Vec<Event>) -> Result<
                 .optional()
                 .map_err(|e| db(&e))?;
         let (Some(record), Some((expires, open_runs))) = (load_job(c, None, &id)?, lease) else { return Ok(None) };
-        let expired = expires.is_none_or(|e| to_u64(e) < req.now_ms);
-        if !rules::claimable(record.status, expired) {
+        let lapsed = expires.is_none_or(|e| to_u64(e) < req.now_ms);
+        if !rules::claimable(record.status, lapsed) {
             if req.job.is_some() {
                 return Ok(None);
             }
@@ -1088,6 +1088,10 @@ fn review_tool(c: &Connection, owner: &str, digest: &str, r: &ReviewRecord) -> R
 }
 
 impl Store for SqliteStore {
+    fn close(&self) {
+        SqliteStore::close(self);
+    }
+
     fn create_job(&self, job: NewJob) -> Reply<Admission> {
         self.send(move |c, ev| create(c, &job, ev))
     }

@@ -29,3 +29,111 @@ fn tmp(name: &str) -> std::path::PathBuf {
 }
 
 converge_store::conformance_tests!(open);
+
+fn job(id: &str) -> converge_store::NewJob {
+    converge_store::NewJob {
+        id: id.into(),
+        tenant: "t".into(),
+        spec: "{}".into(),
+        spec_hash: "h".into(),
+        goal: "g".into(),
+        labels: std::collections::BTreeMap::new(),
+        idempotency_key: None,
+        now_ms: 1,
+    }
+}
+
+fn claim_any(store: &PostgresStore, owner: &str) -> Option<converge_store::Started> {
+    let req =
+        converge_store::ClaimRequest { owner: owner.into(), job: None, lease_ms: 60_000, max_attempts: 3, now_ms: 2 };
+    converge_store::wait(store.claim(req)).unwrap()
+}
+
+#[test]
+fn replicas_claiming_at_once_never_get_the_same_job() {
+    let Some(server) = PgServer::start() else { return };
+    let url = server.database("claims");
+    let store = PostgresStore::connect(&url).unwrap();
+    for i in 0..60 {
+        converge_store::wait(store.create_job(job(&format!("j{i:02}")))).unwrap();
+    }
+    let claimers: Vec<_> = (0..3)
+        .map(|r| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let replica = PostgresStore::connect(&url).unwrap();
+                let mut got = Vec::new();
+                while let Some(s) = claim_any(&replica, &format!("replica-{r}")) {
+                    got.push(s.record.id);
+                }
+                got
+            })
+        })
+        .collect();
+    let mut all: Vec<String> = claimers.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let claimed = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((claimed, all.len()), (60, 60), "each job claimed exactly once");
+    assert_eq!(store.queued().unwrap(), 0);
+}
+
+#[test]
+fn replicas_starting_at_once_migrate_the_schema_once() {
+    let Some(server) = PgServer::start() else { return };
+    let url = server.database("migrate");
+    let starts: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || PostgresStore::connect(&url).map(drop))
+        })
+        .collect();
+    for s in starts {
+        s.join().unwrap().unwrap();
+    }
+    let store = PostgresStore::connect(&url).unwrap();
+    converge_store::wait(store.create_job(job("j1"))).unwrap();
+    assert!(store.job(None, "j1").unwrap().is_some());
+}
+
+#[test]
+fn what_one_replica_commits_reaches_the_others() {
+    use converge_store::Notice;
+    let Some(server) = PgServer::start() else { return };
+    let url = server.database("notices");
+    let (a, b) = (PostgresStore::connect(&url).unwrap(), PostgresStore::connect(&url).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    a.listen(std::sync::Arc::new(move |n: &Notice| {
+        let _ = tx.send(n.clone());
+    }));
+    converge_store::wait(b.create_job(job("j1"))).unwrap();
+    converge_store::wait(b.cancel("t", "j1", 3)).unwrap();
+    let mut heard = Vec::new();
+    while let Ok(n) = rx.recv_timeout(std::time::Duration::from_secs(10)) {
+        heard.push(n);
+        if heard.iter().any(|n| matches!(n, Notice::Cancel(_))) {
+            break;
+        }
+    }
+    assert!(heard.contains(&Notice::Claimable), "{heard:?}");
+    assert!(heard.contains(&Notice::Cancel("j1".into())), "{heard:?}");
+    let events: Vec<(String, u64)> = heard
+        .iter()
+        .filter_map(|n| match n {
+            Notice::Event(e) => Some((e.job.clone(), e.seq)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(events, [("j1".to_owned(), 1), ("j1".to_owned(), 2)], "created, cancel_requested");
+}
+
+#[test]
+fn an_unreachable_database_is_a_named_error() {
+    match PostgresStore::connect("postgres://converge:secret@127.0.0.1:1/nothing") {
+        Err(converge_store::StoreError::Db { context, .. }) => {
+            assert!(context.contains("connecting to postgres://converge:***@127.0.0.1:1/nothing"), "{context}");
+            assert!(!context.contains("secret"), "the password never shows");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -78,7 +78,11 @@ impl PgServer {
 
     fn start_in(bin: &Path) -> Result<Self, PgError> {
         static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!("converge-pg-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let dir = std::env::temp_dir().join(format!(
+            "converge-pg-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| PgError(e.to_string()))?;
         let as_postgres = is_root();
@@ -88,13 +92,16 @@ impl PgServer {
         }
         let data = server.dir.join("data");
         let initdb = server.pg("initdb");
-        server.run(
-            server
-                .as_user(initdb)
-                .arg("-D")
-                .arg(&data)
-                .args(["-A", "trust", "-U", "converge", "-E", "UTF8", "--no-sync", "--no-instructions"]),
-        )?;
+        server.run(server.as_user(initdb).arg("-D").arg(&data).args([
+            "-A",
+            "trust",
+            "-U",
+            "converge",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        ]))?;
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off \
              -c synchronous_commit=off -c full_page_writes=off",
@@ -149,12 +156,12 @@ impl PgServer {
     /// The database cannot be created.
     #[allow(clippy::panic)]
     pub fn database(&self, name: &str) -> String {
-        let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+        let name: String =
+            name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
         let name: String = name.chars().take(60).collect();
         let port = self.port.to_string();
-        let created = self.run(
-            Command::new(self.pg("createdb")).args(["-h", "127.0.0.1", "-p", &port, "-U", "converge", &name]),
-        );
+        let created =
+            self.run(Command::new(self.pg("createdb")).args(["-h", "127.0.0.1", "-p", &port, "-U", "converge", &name]));
         if let Err(e) = created {
             panic!("creating database {name}: {e}");
         }

@@ -342,7 +342,8 @@ fn redact(url: &str) -> String {
 
 impl PostgresStore {
     /// Connect to `url`, create or migrate the schema (once, whatever the number of replicas starting), and
-    /// start the writers.
+    /// start the writers. The client is synchronous: call this, like every read, off an async runtime's threads
+    /// (the service reads on the blocking pool).
     ///
     /// # Errors
     /// The database cannot be reached, or its schema is of a newer version than this build's.
@@ -384,6 +385,11 @@ impl PostgresStore {
         let threads = self.threads.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
         for t in threads {
             let _ = t.join();
+        }
+        // Each client owns a runtime, which must not be dropped inside an async context: drop them on a thread.
+        let readers = self.readers.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+        if !readers.is_empty() {
+            let _ = std::thread::spawn(move || drop(readers)).join();
         }
     }
 
@@ -750,7 +756,7 @@ fn claim(db: &mut Db<'_, '_>, req: &ClaimRequest, events: &mut Vec<Event>) -> Re
                 &to_i64(req.now_ms),
             ],
         )?;
-        push_event(db, &id, lease.attempt, payload::started(lease.attempt), req.now_ms, events)?;
+        push_event(db, &id, lease.attempt, payload::started(lease.attempt, &req.owner), req.now_ms, events)?;
         let mut record = record;
         record.status = Status::Running;
         record.attempts = lease.attempt;

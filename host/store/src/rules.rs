@@ -119,9 +119,9 @@ pub mod payload {
         (EventKind::Created, serde_json::json!({"status": Status::Queued}).to_string())
     }
 
-    /// `started`: a worker's attempt `attempt` (1, 2, ...).
-    pub fn started(attempt: u32) -> (EventKind, String) {
-        (EventKind::Started, serde_json::json!({"attempt": attempt}).to_string())
+    /// `started`: attempt `attempt` (1, 2, ...) of the job, claimed by `owner`.
+    pub fn started(attempt: u32, owner: &str) -> (EventKind, String) {
+        (EventKind::Started, serde_json::json!({"attempt": attempt, "owner": owner}).to_string())
     }
 
     /// `answer`: `question` got its answer (the text is in the job's answers, not in the trail).

@@ -704,7 +704,7 @@ fn claim(c: &Connection, req: &ClaimRequest, events: &mut Vec<Event>) -> Result<
             ],
         )
         .map_err(|e| db(&e))?;
-        push_event(c, &id, lease.attempt, payload::started(lease.attempt), req.now_ms, events)?;
+        push_event(c, &id, lease.attempt, payload::started(lease.attempt, &req.owner), req.now_ms, events)?;
         let mut record = record;
         record.status = Status::Running;
         record.attempts = lease.attempt;

@@ -19,6 +19,8 @@ const COVERED: &[&str] = &[
     "chatter",
     "conflict-a",
     "conflict-b",
+    // Slow on purpose: the chaos test (host/cli/tests/it/chaos.rs) catches its jobs mid-run; see also below.
+    "counter",
     "flood",
     "forge",
     "grow",
@@ -368,4 +370,16 @@ fn a_file_dropped_in_is_picked_up_by_the_next_refresh() {
     assert_eq!(registry.refresh().unwrap().loaded.keys().collect::<Vec<_>>(), ["reader"]);
     std::fs::remove_file(dir.join("reader.wasm")).unwrap();
     assert!(registry.refresh().unwrap().loaded.is_empty());
+}
+
+#[test]
+fn a_slow_job_counts_to_its_limit_with_one_hash_on_any_thread_count() {
+    let catalog = load("counter", &["counter"]);
+    let job = r#"{"goal": "count", "facts": [{"key": "limit", "id": "n", "content": "4"}]}"#;
+    let (one, _) = run_on(&catalog, job, 1);
+    let (two, trace) = run_on(&catalog, job, 2);
+    assert_eq!(one.status, Status::Converged, "{one:#?}");
+    assert_eq!(one.facts.iter().filter(|f| f.key == "count").count(), 4);
+    assert_eq!((one.context_hash, one.cycles), (two.context_hash, 5));
+    assert!(trace.iter().all(|c| c.agents.iter().all(|a| a.fuel > 20_000_000)), "each call does its work");
 }

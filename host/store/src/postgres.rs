@@ -17,6 +17,13 @@
 //!
 //! The schema is created and migrated under a transaction-scoped advisory lock, so replicas starting at once
 //! migrate it once.
+//!
+//! A replica can stop between two statements of a group (`SIGSTOP`, a frozen VM, a long GC pause of the
+//! node) while its transaction holds job rows locked; a claim skips locked rows, so those jobs would wait for
+//! it forever. Every connection therefore runs with `idle_in_transaction_session_timeout`: the database ends
+//! such a session after [`IDLE_IN_TRANSACTION`], its transaction rolls back, its locks go, and the jobs'
+//! expired leases can be taken over. A writer whose connection was ended opens a new one and goes on; the
+//! writes of the group that was cut off fail, as a stale run's writes must.
 
 use crate::records::{
     Admission, AnswerOutcome, CancelOutcome, ClaimRequest, CycleRecord, Decision, Event, EventKind, JobRecord,
@@ -50,6 +57,11 @@ const SCHEMA_VERSION: i32 = 1;
 const MIGRATION_LOCK: i64 = 0x636f_6e76_6572_6765;
 /// The notification channel.
 const CHANNEL: &str = "converge";
+/// How long a session may sit idle inside a transaction before the database ends it. No write of ours waits
+/// inside a transaction, so only a stopped or cut-off process ever reaches it.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(2);
+/// Longest wait between two attempts to reconnect a writer.
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -149,7 +161,22 @@ type Tx<T> = tokio::sync::oneshot::Sender<Result<T, StoreError>>;
 type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
 fn db(e: &postgres::Error) -> StoreError {
-    StoreError::Db { context: "postgres".into(), message: e.to_string() }
+    // The client's own message of a server error is only "db error": say what the server said.
+    let message = match e.as_db_error() {
+        Some(d) => format!("{} ({}): {}", d.severity(), d.code().code(), d.message()),
+        None => e.to_string(),
+    };
+    StoreError::Db { context: "postgres".into(), message }
+}
+
+/// Whether `e` means the session is gone: the connection closed, or the server ended it (an administrator, a
+/// shutdown, the idle-in-transaction timeout, a lost connection).
+fn session_lost(e: &postgres::Error) -> bool {
+    e.is_closed()
+        || e.code().is_some_and(|c| {
+            let code = c.code();
+            code.starts_with("08") || code.starts_with("57P") || *c == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT
+        })
 }
 
 fn corrupt(what: impl Into<String>, message: impl Into<String>) -> StoreError {
@@ -324,8 +351,13 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 fn connect(url: &str) -> Result<Client, StoreError> {
-    Client::connect(url, NoTls)
-        .map_err(|e| StoreError::Db { context: format!("connecting to {}", redact(url)), message: e.to_string() })
+    let failed = |e: postgres::Error| StoreError::Db {
+        context: format!("connecting to {}", redact(url)),
+        message: e.to_string(),
+    };
+    let mut client = Client::connect(url, NoTls).map_err(failed)?;
+    client.batch_execute(&PostgresStore::session_settings()).map_err(failed)?;
+    Ok(client)
 }
 
 /// The URL without its password, for messages.
@@ -341,6 +373,13 @@ fn redact(url: &str) -> String {
 }
 
 impl PostgresStore {
+    /// What every connection of the store sets for its session: the timeout that ends a session a stopped
+    /// process left idle inside a transaction (see the module's documentation).
+    #[must_use]
+    pub fn session_settings() -> String {
+        format!("SET idle_in_transaction_session_timeout = {}", IDLE_IN_TRANSACTION.as_millis())
+    }
+
     /// Connect to `url`, create or migrate the schema (once, whatever the number of replicas starting), and
     /// start the writers. The client is synchronous: call this, like every read, off an async runtime's threads
     /// (the service reads on the blocking pool).
@@ -360,9 +399,10 @@ impl PostgresStore {
                 None => connect(url)?,
             };
             let (tx, rx) = mpsc::channel();
+            let url = url.to_owned();
             let thread = std::thread::Builder::new()
                 .name(format!("converge-pg-writer-{i}"))
-                .spawn(move || writer(client, &rx))
+                .spawn(move || writer(&url, client, &rx))
                 .map_err(|e| StoreError::Db { context: "starting a store writer".into(), message: e.to_string() })?;
             senders.push(tx);
             threads.push(thread);
@@ -415,12 +455,18 @@ impl PostgresStore {
         rx
     }
 
-    fn read<T>(&self, f: impl FnOnce(&mut Reader) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn read<T>(&self, f: impl Fn(&mut Reader) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut conn = match self.readers.lock().ok().and_then(|mut r| r.pop()) {
             Some(c) => c,
             None => Reader { client: connect(&self.url)?, stmts: Statements::default() },
         };
-        let out = f(&mut conn);
+        let mut out = f(&mut conn);
+        if out.is_err() && (conn.client.is_closed() || conn.client.is_valid(Duration::from_secs(1)).is_err()) {
+            // A pooled connection the database ended (a restart, a terminated session): a read changes
+            // nothing, so it is tried once more on a new one.
+            conn = Reader { client: connect(&self.url)?, stmts: Statements::default() };
+            out = f(&mut conn);
+        }
         let broken = conn.client.is_closed();
         if !broken
             && let Ok(mut r) = self.readers.lock()
@@ -487,9 +533,11 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
     tx.commit().map_err(failed)
 }
 
-fn writer(mut client: Client, rx: &mpsc::Receiver<Box<dyn Write>>) {
+fn writer(url: &str, mut client: Client, rx: &mpsc::Receiver<Box<dyn Write>>) {
     let mut stmts = Statements::default();
     let mut later: Vec<Box<dyn Write>> = Vec::new();
+    let mut backoff = Duration::from_millis(10);
+    let mut stale = false;
     loop {
         let mut ops = std::mem::take(&mut later);
         if ops.is_empty() {
@@ -506,20 +554,42 @@ fn writer(mut client: Client, rx: &mpsc::Receiver<Box<dyn Write>>) {
         }
         // One lock order for every group, of every replica.
         ops.sort_by(|a, b| a.key().cmp(b.key()));
-        if client.is_closed() {
-            // The connection is gone: every write fails until the process restarts (its readiness says so).
-            let e = StoreError::Db { context: "postgres".into(), message: "the connection was closed".into() };
-            for op in ops.into_iter().chain(rx.iter()) {
-                op.refuse(e.clone());
+        if stale || client.is_closed() {
+            // The connection is gone (the database restarted, or ended a session this process left idle in a
+            // transaction while it was stopped; the group it cut off has failed, as a stale run's writes must):
+            // a new connection serves the writes waiting, or they fail while the database cannot be reached.
+            match connect(url) {
+                Ok(c) => {
+                    tracing::warn!("a store writer reconnected to the database");
+                    client = c;
+                    stmts = Statements::default();
+                    stale = false;
+                    backoff = Duration::from_millis(10);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a store writer cannot reconnect to the database");
+                    for op in ops {
+                        op.refuse(e.clone());
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(RECONNECT_MAX);
+                    continue;
+                }
             }
-            return;
         }
         let mut tx = match client.transaction() {
             Ok(tx) => tx,
             Err(e) => {
+                let closed = session_lost(&e);
                 let e = db(&e);
-                for op in ops {
-                    op.refuse(e.clone());
+                if closed {
+                    // Found closed only now: reconnect and try these writes there.
+                    stale = true;
+                    later = ops;
+                } else {
+                    for op in ops {
+                        op.refuse(e.clone());
+                    }
                 }
                 continue;
             }
@@ -545,9 +615,17 @@ fn writer(mut client: Client, rx: &mpsc::Receiver<Box<dyn Write>>) {
                     tx.execute(&s, &[&CHANNEL, &notices])
                 }),
             };
-            committed = notified.map(drop).map_err(|e| db(&e));
+            committed = notified.map(drop).map_err(|e| {
+                stale |= session_lost(&e);
+                db(&e)
+            });
         }
-        committed = committed.and_then(|()| tx.commit().map_err(|e| db(&e)));
+        committed = committed.and_then(|()| {
+            tx.commit().map_err(|e| {
+                stale |= session_lost(&e);
+                db(&e)
+            })
+        });
         for d in done {
             d(committed.clone());
         }

@@ -137,3 +137,53 @@ fn an_unreachable_database_is_a_named_error() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_store_whose_sessions_the_database_ended_reconnects_and_goes_on() {
+    let Some(server) = PgServer::start() else { return };
+    let url = server.database("reconnect");
+    let store = PostgresStore::connect(&url).unwrap();
+    for i in 0..8 {
+        converge_store::wait(store.create_job(job(&format!("before{i}")))).unwrap();
+    }
+    assert_eq!(store.queued().unwrap(), 8);
+    // What the database does to a session a stopped replica left idle in a transaction, or on a restart.
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let ended: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()) t",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(ended >= 4, "the writers' sessions were ended ({ended})");
+    for i in 0..8 {
+        converge_store::wait(store.create_job(job(&format!("after{i}")))).unwrap();
+    }
+    assert_eq!(store.queued().unwrap(), 16);
+}
+
+#[test]
+fn a_session_left_idle_in_a_transaction_holding_a_job_is_ended_and_the_job_claimed() {
+    let Some(server) = PgServer::start() else { return };
+    let url = server.database("idle");
+    let store = PostgresStore::connect(&url).unwrap();
+    converge_store::wait(store.create_job(job("held"))).unwrap();
+    // A replica stopped in the middle of a write of the job: its transaction holds the row.
+    let mut stopped = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    stopped.batch_execute(&PostgresStore::session_settings()).unwrap();
+    let mut tx = stopped.transaction().unwrap();
+    tx.execute("SELECT 1 FROM jobs WHERE id = 'held' FOR UPDATE", &[]).unwrap();
+    assert!(claim_any(&store, "other").is_none(), "a locked row is skipped while its session lives");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let claimed = loop {
+        if let Some(s) = claim_any(&store, "other") {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "the idle session was never ended");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(claimed.record.id, "held");
+    assert!(tx.commit().is_err(), "the stopped session's transaction was rolled back");
+}

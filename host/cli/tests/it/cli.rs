@@ -13,7 +13,7 @@ fn agents_dir(test: &str, extra: &[(&str, &[u8])]) -> PathBuf {
 }
 
 fn converge(dir: &PathBuf, args: &[&str]) -> Output {
-    let cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-cache");
+    let cache = crate::common::cache_dir();
     Command::new(env!("CARGO_BIN_EXE_converge"))
         .current_dir(dir)
         .args(args)

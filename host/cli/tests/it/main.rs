@@ -9,3 +9,6 @@ mod cli;
 
 /// `serve` over a real socket: startup, refusals, slow clients, `kill -9` in the middle of work, overload.
 mod serve;
+
+/// Two replicas on one PostgreSQL through `kill -9`, `SIGSTOP` past the lease, and `SIGTERM`.
+mod chaos;

@@ -15,12 +15,12 @@ use std::sync::{Arc, Barrier, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// How long a server may take to start, stop, or finish the work a test gave it.
-const PATIENCE: Duration = Duration::from_secs(45);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(45);
 
 /// A running `converge serve`, killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     /// The `converge serving` log line.
     serving: Value,
     log: Arc<Mutex<Vec<String>>>,
@@ -44,11 +44,11 @@ fn command(dir: &Path, extra: &[&str]) -> Command {
 
 impl Server {
     /// Start on `127.0.0.1:0` and wait for the log line that names the address.
-    fn start(dir: &Path, extra: &[&str]) -> Self {
+    pub(crate) fn start(dir: &Path, extra: &[&str]) -> Self {
         Self::start_on(dir, "127.0.0.1:0", extra)
     }
 
-    fn start_on(dir: &Path, addr: &str, extra: &[&str]) -> Self {
+    pub(crate) fn start_on(dir: &Path, addr: &str, extra: &[&str]) -> Self {
         let mut args = vec!["--addr", addr];
         args.extend_from_slice(extra);
         let mut child = command(dir, &args).spawn().unwrap();
@@ -64,7 +64,8 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
-        let deadline = Instant::now() + PATIENCE;
+        // Starting may compile what the shared cache lacks (a tools test's own tools): more patience here.
+        let deadline = Instant::now() + PATIENCE * 3;
         let serving: Value = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(line) = rx.recv_timeout(left) else {
@@ -84,21 +85,21 @@ impl Server {
     }
 
     /// Jobs it found queued or running at its start.
-    fn resumed(&self) -> u64 {
+    pub(crate) fn resumed(&self) -> u64 {
         self.serving["resumed"].as_u64().unwrap()
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
         assert!(status.success(), "kill {signal} failed");
     }
 
     /// Wait for the process to exit.
-    fn wait(&mut self) -> ExitStatus {
+    pub(crate) fn wait(&mut self) -> ExitStatus {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -110,21 +111,21 @@ impl Server {
     }
 
     /// `kill -9` and reap.
-    fn crash(mut self) {
+    pub(crate) fn crash(mut self) {
         self.signal("-KILL");
         self.wait();
     }
 
-    fn get(&self, path: &str) -> Resp {
+    pub(crate) fn get(&self, path: &str) -> Resp {
         request(&self.addr, "GET", path, &[], None).unwrap()
     }
 
-    fn post(&self, path: &str, body: &str) -> Resp {
+    pub(crate) fn post(&self, path: &str, body: &str) -> Resp {
         request(&self.addr, "POST", path, &[], Some(body)).unwrap()
     }
 
     /// Every job, by id (one page: the tests stay under 500 jobs).
-    fn jobs(&self) -> BTreeMap<String, Value> {
+    pub(crate) fn jobs(&self) -> BTreeMap<String, Value> {
         let r = self.get("/v1/jobs?limit=500");
         assert_eq!(r.status, 200, "{}", r.text());
         let page = r.json();
@@ -133,7 +134,7 @@ impl Server {
     }
 
     /// Poll the listing until every job of `ids` has stopped (ended or waiting for answers); returns them.
-    fn settle(&self, ids: &[String]) -> BTreeMap<String, Value> {
+    pub(crate) fn settle(&self, ids: &[String]) -> BTreeMap<String, Value> {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let jobs = self.jobs();
@@ -168,28 +169,28 @@ impl Drop for Server {
 
 /// A response, read to the end of the connection.
 #[derive(Debug)]
-struct Resp {
-    status: u16,
+pub(crate) struct Resp {
+    pub(crate) status: u16,
     headers: BTreeMap<String, String>,
     body: Vec<u8>,
 }
 
 impl Resp {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {} {}", self.status, self.text()))
     }
 
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
     }
 }
 
 /// One HTTP/1.1 request on a fresh connection, `Connection: close`.
-fn request(
+pub(crate) fn request(
     addr: &str,
     method: &str,
     path: &str,

@@ -63,6 +63,16 @@ impl PgServer {
     /// No binaries while `CONVERGE_REQUIRE_POSTGRES` is set, or the server does not start.
     #[allow(clippy::panic)]
     pub fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// [`PgServer::start`] with more `NAME=VALUE` server settings, applied after the defaults (a benchmark asks
+    /// for `fsync=on` and `synchronous_commit=on`, the durability a user runs with).
+    ///
+    /// # Panics
+    /// As [`PgServer::start`].
+    #[allow(clippy::panic)]
+    pub fn start_with(settings: &[&str]) -> Option<Self> {
         let Some(bin) = bin_dir() else {
             let message = "PostgreSQL tests NOT RUN: no PostgreSQL binaries (install the server package, or set \
                            CONVERGE_PG_BIN to its bin directory)";
@@ -70,13 +80,13 @@ impl PgServer {
             eprintln!("{message}");
             return None;
         };
-        match Self::start_in(&bin) {
+        match Self::start_in(&bin, settings) {
             Ok(s) => Some(s),
             Err(e) => panic!("starting PostgreSQL from {}: {e}", bin.display()),
         }
     }
 
-    fn start_in(bin: &Path) -> Result<Self, PgError> {
+    fn start_in(bin: &Path, settings: &[&str]) -> Result<Self, PgError> {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "converge-pg-{}-{}",
@@ -102,12 +112,16 @@ impl PgServer {
             "--no-sync",
             "--no-instructions",
         ]))?;
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off \
              -c synchronous_commit=off -c full_page_writes=off",
             server.port,
             server.dir.display()
         );
+        for s in settings {
+            options.push_str(" -c ");
+            options.push_str(s);
+        }
         let log = server.dir.join("log");
         server.run(
             server

@@ -1,0 +1,300 @@
+//! Durable jobs/s and latency of the example job on each store, in one run: SQLite, PostgreSQL with one
+//! replica, PostgreSQL with two replicas on one database; enqueue-to-start latency of jobs another process
+//! commits (the replicas learn of them only through `NOTIFY`); PostgreSQL round trips per job.
+//!
+//! ```text
+//! cargo bench -p converge --bench replicas [-- SECONDS CONNECTIONS]
+//! ```
+//!
+//! Real processes (`converge serve`, release build) and a throwaway PostgreSQL 15 with `fsync` and
+//! `synchronous_commit` on (SQLite runs with `synchronous = FULL`): the durability a user runs with. Each
+//! request is `POST /v1/jobs?wait=30` of `examples/market-entry.json` on a new loopback connection: one whole
+//! job, committed, run and answered. The load generator runs on the same machine and takes its share of the
+//! cores. Prints a Markdown table for BENCHMARKS.md.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use converge_store::{EventKind, PostgresStore, Store};
+use converge_testpg::PgServer;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+struct Replica {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn replica(dir: &Path, store: Option<&str>, owner: &str) -> Replica {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_converge"));
+    cmd.arg("serve")
+        .args(["--addr", "127.0.0.1:0", "--queue", "100000", "--log-format", "json", "--owner", owner])
+        .arg("--data")
+        .arg(dir.join(format!("data-{owner}")))
+        .arg("--agents")
+        .arg(dir.join("agents"))
+        .arg("--cache")
+        .arg(dir.join("cache"))
+        .env("RUST_LOG", "warn,converge=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(url) = store {
+        cmd.args(["--store", url]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = rx.recv_timeout(Duration::from_secs(300)).expect("the replica never said it serves");
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && v["message"] == "converge serving"
+        {
+            break v["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    // Keep draining its log.
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    Replica { child, addr }
+}
+
+/// One request on a new connection: status and body.
+fn post(addr: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let status = std::str::from_utf8(&out[..out.len().min(12)])
+        .ok()
+        .and_then(|l| l.get(9..12))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.windows(4).position(|w| w == b"\r\n\r\n").map_or_else(Vec::new, |i| out[i + 4..].to_vec());
+    Ok((status, body))
+}
+
+struct Load {
+    jobs: usize,
+    failed: usize,
+    secs: f64,
+    latencies: Vec<Duration>,
+}
+
+/// `conns` clients submitting whole jobs for `secs`, spread over `replicas`.
+fn load(replicas: &[&Replica], job: &[u8], secs: u64, conns: usize) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let threads: Vec<_> = (0..conns)
+        .map(|i| {
+            let addr = replicas[i % replicas.len()].addr.clone();
+            let job = job.to_vec();
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (Vec::new(), 0);
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    match post(&addr, "/v1/jobs?wait=30", &job) {
+                        Ok((200, body)) if body.windows(11).any(|w| w == b"\"converged\"") => ok.push(t.elapsed()),
+                        _ => failed += 1,
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    let mut failed = 0;
+    for t in threads {
+        let (ok, f) = t.join().unwrap();
+        latencies.extend(ok);
+        failed += f;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    latencies.sort();
+    Load { jobs: latencies.len(), failed, secs, latencies }
+}
+
+fn pct(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn pct_ms(sorted: &[u64], q: f64) -> u64 {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    let i = ((sorted.len().saturating_sub(1)) as f64 * q).round() as usize;
+    sorted.get(i).copied().unwrap_or(0)
+}
+
+/// Statements the database executed (each one round trip: the client does not pipeline) since the last reset.
+fn statements(url: &str) -> i64 {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    c.query_one(
+        "SELECT COALESCE(SUM(calls), 0)::BIGINT FROM pg_stat_statements \
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn reset_statements(url: &str) {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()").unwrap();
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+}
+
+/// Jobs committed by this process one at a time, 20 ms apart, while the replicas sit idle: from the commit to
+/// the `started` event of the replica that claimed it (both clocks are this machine's), in ms.
+fn enqueue_to_start(url: &str, job: &str, n: usize) -> Vec<u64> {
+    let store = PostgresStore::connect(url).unwrap();
+    let spec: converge_engine::JobSpec = serde_json::from_str(job).unwrap();
+    let canonical = serde_json::to_string(&spec).unwrap();
+    let hash = converge_engine::hex(&<sha2::Sha256 as sha2::Digest>::digest(canonical.as_bytes()));
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("job_bench_notify_{i:05}");
+        let new = converge_store::NewJob {
+            id: id.clone(),
+            tenant: "default".into(),
+            spec: canonical.clone(),
+            spec_hash: hash.clone(),
+            goal: spec.goal.clone(),
+            labels: spec.labels.clone(),
+            idempotency_key: None,
+            now_ms: now_ms(),
+        };
+        converge_store::wait(store.create_job(new)).unwrap();
+        ids.push(id);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut out = Vec::new();
+    for id in &ids {
+        loop {
+            let job = store.job(None, id).unwrap().unwrap();
+            let started = store.events(id, 0).unwrap().into_iter().find(|e| e.kind == EventKind::Started);
+            if let Some(e) = started {
+                out.push(e.at_ms.saturating_sub(job.created_ms));
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} never started");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    store.close();
+    out.sort_unstable();
+    out
+}
+
+fn row(name: &str, l: &Load, trips: Option<f64>) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let rate = l.jobs as f64 / l.secs;
+    let trips = trips.map_or_else(|| "—".to_owned(), |t| format!("{t:.1}"));
+    format!(
+        "| {name} | {rate:.0} | {:.1} | {:.1} | {} | {trips} |",
+        pct(&l.latencies, 0.5),
+        pct(&l.latencies, 0.99),
+        l.failed
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let secs: u64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let conns: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(32);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-replicas");
+    let _ = std::fs::remove_dir_all(&dir);
+    converge_tests::example_agents(&dir).unwrap();
+    let job_text =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/market-entry.json"))
+            .unwrap();
+    let job = job_text.as_bytes();
+    let pg = PgServer::start_with(&[
+        "fsync=on",
+        "synchronous_commit=on",
+        "full_page_writes=on",
+        "shared_preload_libraries=pg_stat_statements",
+    ])
+    .expect("this benchmark needs the PostgreSQL server binaries");
+    eprintln!("replicas: {secs} s per run, {conns} connections, {} cores", num_cpus());
+    let mut rows = Vec::new();
+
+    {
+        let r = replica(&dir, None, "sqlite");
+        let _ = post(&r.addr, "/v1/jobs?wait=30", job).unwrap();
+        let l = load(&[&r], job, secs, conns);
+        rows.push(row("SQLite, 1 process", &l, None));
+    }
+    let url1 = pg.database("bench_one");
+    {
+        let r = replica(&dir, Some(&url1), "pg-one");
+        let _ = post(&r.addr, "/v1/jobs?wait=30", job).unwrap();
+        reset_statements(&url1);
+        let l = load(&[&r], job, secs, conns);
+        #[allow(clippy::cast_precision_loss)]
+        let trips = statements(&url1) as f64 / l.jobs.max(1) as f64;
+        rows.push(row("PostgreSQL, 1 replica", &l, Some(trips)));
+    }
+    let url2 = pg.database("bench_two");
+    let notify;
+    {
+        let a = replica(&dir, Some(&url2), "pg-a");
+        let b = replica(&dir, Some(&url2), "pg-b");
+        let _ = post(&a.addr, "/v1/jobs?wait=30", job).unwrap();
+        let _ = post(&b.addr, "/v1/jobs?wait=30", job).unwrap();
+        reset_statements(&url2);
+        let l = load(&[&a, &b], job, secs, conns);
+        #[allow(clippy::cast_precision_loss)]
+        let trips = statements(&url2) as f64 / l.jobs.max(1) as f64;
+        rows.push(row("PostgreSQL, 2 replicas", &l, Some(trips)));
+        notify = enqueue_to_start(&url2, &job_text, 200);
+    }
+    println!("| store | jobs/s | p50 ms | p99 ms | failed | statements per job |");
+    println!("|---|---|---|---|---|---|");
+    for r in &rows {
+        println!("{r}");
+    }
+    println!(
+        "\nenqueue-to-start through NOTIFY (2 idle replicas, {} jobs committed by another process, 20 ms apart): \
+         p50 {} ms, p99 {} ms, max {} ms (ms resolution)",
+        notify.len(),
+        pct_ms(&notify, 0.5),
+        pct_ms(&notify, 0.99),
+        notify.last().copied().unwrap_or(0)
+    );
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}

@@ -62,7 +62,7 @@ fn replica(dir: &Path, store: Option<&str>, owner: &str) -> Replica {
         }
     });
     let addr = loop {
-        let line = rx.recv_timeout(Duration::from_secs(300)).expect("the replica never said it serves");
+        let line = rx.recv_timeout(Duration::from_mins(5)).expect("the replica never said it serves");
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
             && v["message"] == "converge serving"
         {
@@ -77,7 +77,7 @@ fn replica(dir: &Path, store: Option<&str>, owner: &str) -> Replica {
 /// One request on a new connection: status and body.
 fn post(addr: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    s.set_read_timeout(Some(Duration::from_mins(1)))?;
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -165,6 +165,29 @@ fn statements(url: &str) -> i64 {
     .get(0)
 }
 
+/// The statements run most often per job, to see where the round trips go.
+fn top_statements(url: &str, jobs: usize) -> Vec<String> {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let rows = c
+        .query(
+            "SELECT calls, query FROM pg_stat_statements \
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             ORDER BY calls DESC LIMIT 12",
+            &[],
+        )
+        .unwrap();
+    rows.iter()
+        .map(|r| {
+            let calls: i64 = r.get(0);
+            let query: String = r.get(1);
+            let query: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
+            #[allow(clippy::cast_precision_loss)]
+            let per = calls as f64 / jobs.max(1) as f64;
+            format!("  {per:6.1}  {}", query.chars().take(150).collect::<String>())
+        })
+        .collect()
+}
+
 fn reset_statements(url: &str) {
     let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
     c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()").unwrap();
@@ -198,7 +221,7 @@ fn enqueue_to_start(url: &str, job: &str, n: usize) -> Vec<u64> {
         ids.push(id);
         std::thread::sleep(Duration::from_millis(20));
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     let mut out = Vec::new();
     for id in &ids {
         loop {
@@ -257,6 +280,7 @@ fn main() {
         rows.push(row("SQLite, 1 process", &l, None));
     }
     let url1 = pg.database("bench_one");
+    let top;
     {
         let r = replica(&dir, Some(&url1), "pg-one");
         let _ = post(&r.addr, "/v1/jobs?wait=30", job).unwrap();
@@ -265,6 +289,7 @@ fn main() {
         #[allow(clippy::cast_precision_loss)]
         let trips = statements(&url1) as f64 / l.jobs.max(1) as f64;
         rows.push(row("PostgreSQL, 1 replica", &l, Some(trips)));
+        top = top_statements(&url1, l.jobs);
     }
     let url2 = pg.database("bench_two");
     let notify;
@@ -284,6 +309,10 @@ fn main() {
     println!("|---|---|---|---|---|---|");
     for r in &rows {
         println!("{r}");
+    }
+    println!("\nstatements per job, most frequent first (PostgreSQL, 1 replica):");
+    for t in &top {
+        println!("{t}");
     }
     println!(
         "\nenqueue-to-start through NOTIFY (2 idle replicas, {} jobs committed by another process, 20 ms apart): \

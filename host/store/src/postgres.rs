@@ -262,6 +262,11 @@ trait Write: Send {
     fn key(&self) -> &str;
     /// Apply in a savepoint: `Ok(done)`, or `Err(self)` to be tried again in a later group (it met a deadlock).
     fn apply(self: Box<Self>, db: &mut Db<'_, '_>, events: &mut Vec<Event>) -> Result<Done, Box<dyn Write>>;
+    /// Apply straight in the group's transaction, keeping the value for [`Write::finish`]; `false` if it
+    /// failed, when the whole group is rolled back and applied again write by write.
+    fn attempt(&mut self, db: &mut Db<'_, '_>, events: &mut Vec<Event>) -> bool;
+    /// The answer of a write [`Write::attempt`] applied, once its group committed or failed.
+    fn finish(self: Box<Self>) -> Done;
     /// Answer without applying.
     fn refuse(self: Box<Self>, e: StoreError);
 }
@@ -271,6 +276,7 @@ struct Op<T, F> {
     reply: Tx<T>,
     f: F,
     tries: u32,
+    value: Option<T>,
 }
 
 impl<T, F> Write for Op<T, F>
@@ -309,6 +315,23 @@ where
         Ok(Box::new(move |committed| {
             let _ = reply.send(committed.and(out));
         }))
+    }
+
+    fn attempt(&mut self, db: &mut Db<'_, '_>, events: &mut Vec<Event>) -> bool {
+        match (self.f)(db, events) {
+            Ok(v) => {
+                self.value = Some(v);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Done {
+        let (reply, value) = (self.reply, self.value);
+        Box::new(move |committed| {
+            let _ = reply.send(committed.and_then(|()| value.ok_or(StoreError::Closed)));
+        })
     }
 
     fn refuse(self: Box<Self>, e: StoreError) {
@@ -441,7 +464,7 @@ impl PostgresStore {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let mut h = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut h);
-        let op: Box<dyn Write> = Box::new(Op { key, reply, f, tries: 0 });
+        let op: Box<dyn Write> = Box::new(Op { key, reply, f, tries: 0, value: None });
         let guard = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
         match guard.as_ref() {
             Some(writers) if !writers.is_empty() => {
@@ -594,42 +617,97 @@ fn writer(url: &str, mut client: Client, rx: &mpsc::Receiver<Box<dyn Write>>) {
                 continue;
             }
         };
-        let mut done: Vec<Done> = Vec::with_capacity(ops.len());
         let mut events = Vec::new();
         let mut notices = Vec::new();
-        for op in ops {
+        // First every write straight in the transaction: no savepoint, two round trips fewer per write. If one
+        // fails (its error, a lost lease, a deadlock), the group is rolled back whole and applied again below,
+        // each write in a savepoint, so a failed write is undone alone.
+        let mut bare = true;
+        for op in &mut ops {
             let mut db = Db { tx: &mut tx, stmts: &mut stmts, notices: &mut notices };
-            match op.apply(&mut db, &mut events) {
-                Ok(d) => done.push(d),
-                Err(again) => later.push(again),
+            if !op.attempt(&mut db, &mut events) {
+                bare = false;
+                break;
             }
         }
-        // Delivered to every listener when, and only if, the group commits.
-        let mut committed = Ok(());
-        if !notices.is_empty() {
-            let sql = "SELECT pg_notify($1, n) FROM unnest($2::TEXT[]) AS n";
-            let notified = match stmts.0.get(sql) {
-                Some(s) => tx.execute(s, &[&CHANNEL, &notices]),
-                None => tx.prepare(sql).and_then(|s| {
-                    stmts.0.insert(sql, s.clone());
-                    tx.execute(&s, &[&CHANNEL, &notices])
-                }),
-            };
-            committed = notified.map(drop).map_err(|e| {
-                stale |= session_lost(&e);
-                db(&e)
-            });
+        if bare {
+            let committed = commit_group(tx, &mut stmts, &notices, &mut stale);
+            for op in ops {
+                op.finish()(committed.clone());
+            }
+            continue;
         }
-        committed = committed.and_then(|()| {
-            tx.commit().map_err(|e| {
-                stale |= session_lost(&e);
-                db(&e)
-            })
-        });
-        for d in done {
-            d(committed.clone());
+        if let Err(e) = tx.rollback() {
+            stale |= session_lost(&e);
+            let e = db(&e);
+            for op in ops {
+                op.refuse(e.clone());
+            }
+            continue;
+        }
+        careful(&mut client, ops, &mut stmts, &mut stale, &mut later);
+    }
+}
+
+/// Apply a group write by write, each in a savepoint, so a failed write is undone alone; a write that met a
+/// deadlock goes to `later`.
+fn careful(
+    client: &mut Client,
+    ops: Vec<Box<dyn Write>>,
+    stmts: &mut Statements,
+    stale: &mut bool,
+    later: &mut Vec<Box<dyn Write>>,
+) {
+    let mut tx = match client.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            *stale |= session_lost(&e);
+            let e = db(&e);
+            for op in ops {
+                op.refuse(e.clone());
+            }
+            return;
+        }
+    };
+    let (mut events, mut notices) = (Vec::new(), Vec::new());
+    let mut done: Vec<Done> = Vec::with_capacity(ops.len());
+    for op in ops {
+        let mut db = Db { tx: &mut tx, stmts, notices: &mut notices };
+        match op.apply(&mut db, &mut events) {
+            Ok(d) => done.push(d),
+            Err(again) => later.push(again),
         }
     }
+    let committed = commit_group(tx, stmts, &notices, stale);
+    for d in done {
+        d(committed.clone());
+    }
+}
+
+/// Send the group's notifications (delivered to every listener when, and only if, the group commits) and
+/// commit it. A failure that means the session is gone marks the writer `stale`, to reconnect.
+fn commit_group(
+    mut tx: Transaction<'_>,
+    stmts: &mut Statements,
+    notices: &[String],
+    stale: &mut bool,
+) -> Result<(), StoreError> {
+    let mut lost = |e: &postgres::Error| {
+        *stale |= session_lost(e);
+        db(e)
+    };
+    if !notices.is_empty() {
+        let sql = "SELECT pg_notify($1, n) FROM unnest($2::TEXT[]) AS n";
+        let notified = match stmts.0.get(sql) {
+            Some(s) => tx.execute(s, &[&CHANNEL, &notices]),
+            None => tx.prepare(sql).and_then(|s| {
+                stmts.0.insert(sql, s.clone());
+                tx.execute(&s, &[&CHANNEL, &notices])
+            }),
+        };
+        notified.map_err(|e| lost(&e))?;
+    }
+    tx.commit().map_err(|e| lost(&e))
 }
 
 // ---- writes ----
@@ -642,20 +720,19 @@ fn push_event(
     now_ms: u64,
     events: &mut Vec<Event>,
 ) -> Result<(), StoreError> {
-    let seq = next_seq(db, job)?;
-    insert_event(db, Event { job: job.to_owned(), seq, kind, data, at_ms: now_ms, attempt }, events)
+    insert_event(db, Event { job: job.to_owned(), seq: 0, kind, data, at_ms: now_ms, attempt }, events)
 }
 
-fn next_seq(db: &mut Db<'_, '_>, job: &str) -> Result<u64, StoreError> {
-    let row = db.opt("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job = $1", &[&job])?;
-    Ok(row.map_or(1, |r| to_u64(r.get(0))))
-}
-
-fn insert_event(db: &mut Db<'_, '_>, e: Event, events: &mut Vec<Event>) -> Result<(), StoreError> {
-    db.execute(
-        "INSERT INTO events (job, seq, kind, data, at_ms, attempt) VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&e.job, &to_i64(e.seq), &e.kind.as_str(), &e.data, &to_i64(e.at_ms), &to_i32(e.attempt)],
+/// Append `e` to its job's trail, at the next position (`e.seq` is ignored). The caller holds the job's row
+/// lock, so the position is computed here, in the insert itself, from what is committed now: one round trip.
+fn insert_event(db: &mut Db<'_, '_>, mut e: Event, events: &mut Vec<Event>) -> Result<(), StoreError> {
+    let row = db.opt(
+        "INSERT INTO events (job, seq, kind, data, at_ms, attempt)
+         SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5 FROM events WHERE job = $1
+         RETURNING seq",
+        &[&e.job, &e.kind.as_str(), &e.data, &to_i64(e.at_ms), &to_i32(e.attempt)],
     )?;
+    e.seq = row.map_or(1, |r| to_u64(r.get(0)));
     db.notify(&serde_json::json!({"t": "event", "job": e.job, "seq": e.seq, "kind": e.kind, "attempt": e.attempt}));
     events.push(e);
     Ok(())
@@ -670,11 +747,11 @@ fn lock_job(db: &mut Db<'_, '_>, job: &str) -> Result<Option<(Status, String)>, 
     }
 }
 
-/// Lock the job's row; the run holding `lease` must still own it.
-fn fence(db: &mut Db<'_, '_>, id: &str, lease: &Lease) -> Result<(), StoreError> {
-    let row = db.opt("SELECT lease_token FROM jobs WHERE id = $1 FOR UPDATE", &[&id])?;
-    match row.and_then(|r| r.get::<_, Option<String>>(0)) {
-        Some(t) if t == lease.token => Ok(()),
+/// Lock the job's row; the run holding `lease` must still own it. Returns the cycles it has recorded.
+fn fence(db: &mut Db<'_, '_>, id: &str, lease: &Lease) -> Result<i32, StoreError> {
+    let row = db.opt("SELECT lease_token, cycles FROM jobs WHERE id = $1 FOR UPDATE", &[&id])?;
+    match row.map(|r| (r.get::<_, Option<String>>(0), r.get::<_, i32>(1))) {
+        Some((Some(t), cycles)) if t == lease.token => Ok(cycles),
         _ => Err(StoreError::LeaseLost(id.to_owned())),
     }
 }
@@ -876,16 +953,11 @@ fn record_cycles(
     now_ms: u64,
     events: &mut Vec<Event>,
 ) -> Result<(), StoreError> {
-    fence(db, id, lease)?;
-    let recorded: i32 = db
-        .opt("SELECT cycles FROM jobs WHERE id = $1", &[&id])?
-        .map(|r| r.get(0))
-        .ok_or_else(|| corrupt(format!("job {id}"), "cycle of a job not stored"))?;
+    let recorded = fence(db, id, lease)?;
     let fresh: Vec<&CycleRecord> = cycles.iter().filter(|r| to_i32(r.cycle) > recorded).collect();
     let Some(last) = fresh.iter().map(|r| r.cycle).max() else { return Ok(()) };
     db.execute("UPDATE jobs SET cycles = $2, updated_ms = $3 WHERE id = $1", &[&id, &to_i32(last), &to_i64(now_ms)])?;
-    let first = next_seq(db, id)?;
-    for (seq, r) in (first..).zip(fresh) {
+    for r in fresh {
         for q in &r.questions {
             db.execute(
                 "INSERT INTO questions (job, id, prompt, agent, cycle) VALUES ($1, $2, $3, $4, $5)
@@ -895,7 +967,7 @@ fn record_cycles(
         }
         let event = Event {
             job: id.to_owned(),
-            seq,
+            seq: 0,
             kind: EventKind::Cycle,
             data: r.trace.clone(),
             at_ms: now_ms,

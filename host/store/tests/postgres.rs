@@ -187,3 +187,48 @@ fn a_session_left_idle_in_a_transaction_holding_a_job_is_ended_and_the_job_claim
     assert_eq!(claimed.record.id, "held");
     assert!(tx.commit().is_err(), "the stopped session's transaction was rolled back");
 }
+
+#[test]
+fn a_failed_write_in_a_group_is_undone_alone_and_the_others_commit() {
+    let Some(server) = PgServer::start() else { return };
+    let store = PostgresStore::connect(&server.database("groups")).unwrap();
+    let mut leases = Vec::new();
+    for i in 0..24 {
+        converge_store::wait(store.create_job(job(&format!("g{i:02}")))).unwrap();
+    }
+    while let Some(s) = claim_any(&store, "me") {
+        leases.push((s.record.id.clone(), s.lease));
+    }
+    assert_eq!(leases.len(), 24);
+    // Sent at once, so they meet in groups: every third with a lease that is not the job's.
+    let cycle = |n| converge_store::CycleRecord { cycle: n, trace: "{}".into(), questions: Vec::new() };
+    let replies: Vec<_> = leases
+        .iter()
+        .enumerate()
+        .map(|(i, (id, lease))| {
+            let mut lease = lease.clone();
+            if i % 3 == 0 {
+                lease.token = "not-the-token".into();
+            }
+            store.cycles(id, &lease, vec![cycle(1), cycle(2)], 5)
+        })
+        .collect();
+    for (i, ((id, _), reply)) in leases.iter().zip(replies).enumerate() {
+        let out = converge_store::wait(reply);
+        let cycles: Vec<u64> = store
+            .events(id, 0)
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == converge_store::EventKind::Cycle)
+            .map(|e| e.seq)
+            .collect();
+        if i % 3 == 0 {
+            assert!(matches!(out, Err(converge_store::StoreError::LeaseLost(_))), "{id}: {out:?}");
+            assert!(cycles.is_empty(), "{id}: a refused write left {cycles:?}");
+        } else {
+            out.unwrap();
+            assert_eq!(cycles.len(), 2, "{id}: both cycles, once each");
+            assert!(cycles[0] < cycles[1], "{id}: in order");
+        }
+    }
+}

@@ -232,3 +232,29 @@ fn a_failed_write_in_a_group_is_undone_alone_and_the_others_commit() {
         }
     }
 }
+
+#[test]
+fn a_version_1_schema_is_migrated_and_its_trails_go_on_where_they_were() {
+    let Some(server) = PgServer::start() else { return };
+    let url = server.database("migrate_v1");
+    let store = PostgresStore::connect(&url).unwrap();
+    converge_store::wait(store.create_job(job("old"))).unwrap();
+    let started = claim_any(&store, "me").unwrap();
+    let before = store.events("old", 0).unwrap().len();
+    assert!(before >= 2, "created and started");
+    store.close();
+    // What version 1 was: no `last_seq`.
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin.batch_execute("ALTER TABLE jobs DROP COLUMN last_seq; UPDATE converge_schema SET version = 1").unwrap();
+    let store = PostgresStore::connect(&url).unwrap();
+    let cycle = converge_store::CycleRecord { cycle: 1, trace: "{}".into(), questions: Vec::new() };
+    converge_store::wait(store.cycles("old", &started.lease, vec![cycle], 3)).unwrap();
+    let seqs: Vec<u64> = store.events("old", 0).unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=u64::try_from(before).unwrap() + 1).collect::<Vec<_>>(),
+        "the trail goes on at its next position"
+    );
+    let version: i32 = admin.query_one("SELECT version FROM converge_schema", &[]).unwrap().get(0);
+    assert_eq!(version, 2);
+}

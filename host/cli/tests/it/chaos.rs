@@ -22,7 +22,7 @@ const LEASE_MS: u64 = 1500;
 const SETTLE: Duration = Duration::from_millis(300);
 
 const COUNTER: &str =
-    r#"{"goal": "count slowly", "agents": ["counter"], "facts": [{"key": "limit", "id": "n", "content": "10"}]}"#;
+    r#"{"goal": "count slowly", "agents": ["counter"], "facts": [{"key": "limit", "id": "n", "content": "30"}]}"#;
 
 fn replica(dir: &Path, url: &str, owner: &str) -> Server {
     let lease = LEASE_MS.to_string();

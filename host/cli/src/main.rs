@@ -2,6 +2,7 @@
 //! [`Exit`] naming the problem, printed once here.
 
 mod agents;
+mod bench;
 mod load;
 mod replay;
 mod run;
@@ -60,6 +61,10 @@ enum Command {
         #[arg(long)]
         manifest: PathBuf,
     },
+    /// Run one job many times in-process with its agents loaded once; print per-job and per-call medians and
+    /// percentiles, calls/s and fuel (`--json` for JSON). Exit 0 converged, 1 any other status or a run that
+    /// differs from the first, 2 bad input.
+    Bench(Box<bench::Bench>),
     /// List what loads from the agents and tools directories, with hashes, and what is rejected and why.
     Agents {
         #[command(flatten)]
@@ -93,6 +98,7 @@ fn main() -> ExitCode {
         Command::Agents { load, json } => agents::agents(&load, json),
         Command::ValidateTool { tool, manifest } => validate_tool::validate_tool(&tool, &manifest),
         Command::Serve(opts) => serve::serve(&opts),
+        Command::Bench(args) => bench::bench(&args),
         Command::Replay { job, load, store, threads } => replay::replay(&job, &load, &store, threads),
     };
     match outcome {

@@ -1,7 +1,8 @@
 //! The shared store: PostgreSQL, for any number of `converge serve` replicas on one queue.
 //!
 //! Writes go to a few writer threads, each with its own connection, committing the writes waiting when its
-//! transaction starts in one group (each write in a savepoint, so a failed write is undone alone). A write is
+//! transaction starts in one group: applied straight in the transaction, and, if one of them fails, rolled back
+//! and applied again each in a savepoint, so a failed write is undone alone. A write is
 //! routed by what it locks (a job, a tool, an idempotency key), so the writes of one job keep their order; in a
 //! group they are applied sorted by that key, so two groups — of this process or of another replica — lock rows
 //! in the same order and cannot deadlock each other; a write that still meets a deadlock waits for the next
@@ -11,6 +12,8 @@
 //! owner, a fresh random token, an expiry computed by the database's clock — and every write of the run locks
 //! the job's row and checks the token first, so a run whose lease was taken over writes nothing. Changes reach
 //! every replica through `NOTIFY converge` (events, claimable jobs, cancels, tools), delivered by [`Store::listen`].
+//! A job's row counts its events (`last_seq`), so appending an event takes its position from the locked row in
+//! the same statement, and the usual cycle record (token check, cycle count, event) is one statement too.
 //!
 //! Free text that a client or a guest supplies (goals, labels, prompts, answers, reviews) is stored as `BYTEA`:
 //! PostgreSQL text cannot hold a NUL character, and such input must not be able to break a write.

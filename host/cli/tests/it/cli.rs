@@ -43,6 +43,34 @@ fn run_converges_exits_0_and_prints_the_result() {
 }
 
 #[test]
+fn bench_runs_the_job_many_times_and_reports_what_it_cost() {
+    let dir = agents_dir("bench", &[]);
+    let out = converge(&dir, &["bench", &example("market-entry.json"), "--runs", "5", "--warmup", "1", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((r["runs"].as_u64(), r["status"].as_str()), (Some(5), Some("converged")));
+    assert_eq!(r["context_hash"], crate::common::MARKET_HASH, "the hash of every run");
+    assert_eq!(r["cycles"], crate::common::MARKET_CYCLES);
+    assert!(r["calls_per_job"].as_u64().unwrap() > 0 && r["fuel_per_job"].as_u64().unwrap() > 0);
+    let (job, call) = (&r["job_ms"], &r["call_us"]);
+    for s in [job, call] {
+        let (p50, p99, max) = (s["p50"].as_f64().unwrap(), s["p99"].as_f64().unwrap(), s["max"].as_f64().unwrap());
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{s}");
+    }
+    // The text report, and a job that waits exits 1.
+    let text = converge(&dir, &["bench", &example("review.json"), "--runs", "2", "--warmup", "0"]);
+    assert_eq!(text.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("waiting after"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+    let none = converge(&dir, &["bench", &example("market-entry.json"), "--runs", "0"]);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("--runs must be at least 1"));
+}
+
+#[test]
 fn run_waiting_exits_1() {
     let dir = agents_dir("waiting", &[]);
     let out = converge(&dir, &["run", &example("review.json")]);

@@ -3,7 +3,7 @@
 //! commits (the replicas learn of them only through `NOTIFY`); PostgreSQL round trips per job.
 //!
 //! ```text
-//! cargo bench -p converge --bench replicas [-- SECONDS CONNECTIONS]
+//! cargo bench -p converge --bench replicas [-- SECONDS CONNECTIONS [WORKERS]]
 //! ```
 //!
 //! Real processes (`converge serve`, release build) and a throwaway PostgreSQL 15 with `fsync` and
@@ -35,7 +35,7 @@ impl Drop for Replica {
     }
 }
 
-fn replica(dir: &Path, store: Option<&str>, owner: &str) -> Replica {
+fn replica(dir: &Path, store: Option<&str>, owner: &str, workers: Option<usize>) -> Replica {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_converge"));
     cmd.arg("serve")
         .args(["--addr", "127.0.0.1:0", "--queue", "100000", "--log-format", "json", "--owner", owner])
@@ -51,6 +51,9 @@ fn replica(dir: &Path, store: Option<&str>, owner: &str) -> Replica {
         .stderr(Stdio::piped());
     if let Some(url) = store {
         cmd.args(["--store", url]);
+    }
+    if let Some(n) = workers {
+        cmd.args(["--workers", &n.to_string()]);
     }
     let mut child = cmd.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
@@ -256,6 +259,8 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let secs: u64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(10);
     let conns: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(32);
+    // Jobs run at once per replica (`--workers`); default: the server's own default, twice the cores.
+    let workers: Option<usize> = args.get(2).and_then(|s| s.parse().ok());
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-replicas");
     let _ = std::fs::remove_dir_all(&dir);
     converge_tests::example_agents(&dir).unwrap();
@@ -270,11 +275,11 @@ fn main() {
         "shared_preload_libraries=pg_stat_statements",
     ])
     .expect("this benchmark needs the PostgreSQL server binaries");
-    eprintln!("replicas: {secs} s per run, {conns} connections, {} cores", num_cpus());
+    eprintln!("replicas: {secs} s per run, {conns} connections, {} cores, workers {workers:?}", num_cpus());
     let mut rows = Vec::new();
 
     {
-        let r = replica(&dir, None, "sqlite");
+        let r = replica(&dir, None, "sqlite", workers);
         let _ = post(&r.addr, "/v1/jobs?wait=30", job).unwrap();
         let l = load(&[&r], job, secs, conns);
         rows.push(row("SQLite, 1 process", &l, None));
@@ -282,7 +287,7 @@ fn main() {
     let url1 = pg.database("bench_one");
     let top;
     {
-        let r = replica(&dir, Some(&url1), "pg-one");
+        let r = replica(&dir, Some(&url1), "pg-one", workers);
         let _ = post(&r.addr, "/v1/jobs?wait=30", job).unwrap();
         reset_statements(&url1);
         let l = load(&[&r], job, secs, conns);
@@ -294,8 +299,8 @@ fn main() {
     let url2 = pg.database("bench_two");
     let notify;
     {
-        let a = replica(&dir, Some(&url2), "pg-a");
-        let b = replica(&dir, Some(&url2), "pg-b");
+        let a = replica(&dir, Some(&url2), "pg-a", workers);
+        let b = replica(&dir, Some(&url2), "pg-b", workers);
         let _ = post(&a.addr, "/v1/jobs?wait=30", job).unwrap();
         let _ = post(&b.addr, "/v1/jobs?wait=30", job).unwrap();
         reset_statements(&url2);

@@ -43,6 +43,7 @@ mod model;
 pub mod names;
 mod report;
 mod spec;
+pub mod whole;
 
 pub use context::{FactRef, View};
 pub use driver::{Inputs, Journal, Silent, drive};

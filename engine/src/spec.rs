@@ -48,18 +48,25 @@ fn default_min_confidence() -> f64 {
 #[serde(deny_unknown_fields, default)]
 pub struct Budget {
     /// Most cycles the job may run.
+    #[serde(deserialize_with = "crate::whole::deserialize")]
     pub max_cycles: u32,
     /// Most facts in the context, seeds and diagnostics included.
+    #[serde(deserialize_with = "crate::whole::deserialize")]
     pub max_facts: u64,
     /// Largest content of one fact, proposal rationale or question prompt, in bytes.
+    #[serde(deserialize_with = "crate::whole::deserialize")]
     pub max_fact_bytes: u64,
     /// Fuel for each agent call.
+    #[serde(deserialize_with = "crate::whole::deserialize")]
     pub fuel_per_call: u64,
     /// Memory for each agent instance, in MiB, every memory of the component counted.
+    #[serde(deserialize_with = "crate::whole::deserialize")]
     pub memory_mb: u32,
     /// Wall-clock backstop of one call.
+    #[serde(deserialize_with = "crate::whole::deserialize")]
     pub call_timeout_ms: u64,
     /// Wall-clock limit of the whole job.
+    #[serde(deserialize_with = "crate::whole::deserialize")]
     pub job_timeout_ms: u64,
 }
 

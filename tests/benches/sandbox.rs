@@ -2,7 +2,10 @@
 //!
 //! - `call/native` and `call/sandboxed`: one call of the reader logic against a one-fact context; sandboxed is a
 //!   fresh store, instantiation from the pre-instance, the call (three host calls) and the drop.
-//! - `calls/threads-1` and `calls/threads-2`: 512 sandboxed calls spread over a rayon pool of 1 or 2 threads.
+//! - `call/sandboxed-full-reset`: the same in a sandbox that resets pooled memory the full way (what it does
+//!   when swap is active, SPEC §3), instead of the fast `PAGEMAP_SCAN` reset.
+//! - `calls/threads-1` and `calls/threads-2`: 512 sandboxed calls spread over a rayon pool of 1 or 2 threads;
+//!   `calls/threads-2-full-reset` with the full reset.
 //! - `view/100` and `view/10000`: the same read (`added("in")` returning 100 facts, `count`, `get`, `keys`)
 //!   against a context of 100 facts and one of 10,000 (the 9,900 others under 99 other keys).
 //! - `startup/50-cached`: a new sandbox and a registry loading 50 distinct agents whose compiled code is cached.
@@ -16,7 +19,7 @@
 
 use converge_engine::{Agent, AgentInfo, Effect, Execution, Fact, Job, JobSpec, RayonExecutor, View};
 use converge_runtime::{Registry, roster};
-use converge_sandbox::{Sandbox, SandboxConfig};
+use converge_sandbox::{MemoryReset, Sandbox, SandboxConfig};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -78,7 +81,7 @@ fn setup(sandbox: &Arc<Sandbox>, inputs: usize, others: usize) -> (Arc<dyn Agent
     (Arc::clone(&agents[0]), job.view())
 }
 
-fn call(c: &mut Criterion, sandbox: &Arc<Sandbox>) {
+fn call(c: &mut Criterion, sandbox: &Arc<Sandbox>, full: &Arc<Sandbox>) {
     let mut group = c.benchmark_group("call");
     group.measurement_time(Duration::from_secs(4));
     let (sandboxed, view) = setup(sandbox, 1, 0);
@@ -86,18 +89,22 @@ fn call(c: &mut Criterion, sandbox: &Arc<Sandbox>) {
     assert_eq!(native.execute(&view).result, sandboxed.execute(&view).result, "same logic, same effect");
     group.bench_function("native", |b| b.iter(|| native.execute(&view)));
     group.bench_function("sandboxed", |b| b.iter(|| sandboxed.execute(&view)));
+    let (full_reset, view) = setup(full, 1, 0);
+    group.bench_function("sandboxed-full-reset", |b| b.iter(|| full_reset.execute(&view)));
     group.finish();
 }
 
-fn calls(c: &mut Criterion, sandbox: &Arc<Sandbox>) {
+fn calls(c: &mut Criterion, sandbox: &Arc<Sandbox>, full: &Arc<Sandbox>) {
     const N: usize = 512;
     let mut group = c.benchmark_group("calls");
     group.measurement_time(Duration::from_secs(5)).throughput(Throughput::Elements(N as u64));
-    let (agent, view) = setup(sandbox, 1, 0);
-    for threads in [1, 2] {
+    for (threads, sandbox, name) in
+        [(1, sandbox, "threads-1"), (2, sandbox, "threads-2"), (2, full, "threads-2-full-reset")]
+    {
+        let (agent, view) = setup(sandbox, 1, 0);
         let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap());
         let executor = RayonExecutor::new(pool);
-        group.bench_function(BenchmarkId::from_parameter(format!("threads-{threads}")), |b| {
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| {
                 use converge_engine::Executor;
                 executor.map(N, &|_| agent.execute(&view).fuel)
@@ -177,8 +184,10 @@ fn tool(c: &mut Criterion, sandbox: &Arc<Sandbox>) {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let sandbox = Arc::new(Sandbox::new(SandboxConfig::default()).unwrap());
-    call(&mut c, &sandbox);
-    calls(&mut c, &sandbox);
+    assert!(sandbox.memory_reset().fast, "the fast reset needs a host without swap: {:?}", sandbox.memory_reset());
+    let full = Arc::new(Sandbox::new(SandboxConfig { reset: MemoryReset::Full, ..SandboxConfig::default() }).unwrap());
+    call(&mut c, &sandbox, &full);
+    calls(&mut c, &sandbox, &full);
     view(&mut c, &sandbox);
     startup(&mut c);
     tool(&mut c, &sandbox);

@@ -55,7 +55,8 @@ fn start(dir: &Path, opts: Options) -> Api {
     let watchers = Arc::new(Watchers::default());
     let hook = Arc::clone(&watchers);
     let store = Arc::new(SqliteStore::open(&dir.join("data"), Some(Arc::new(move |e| hook.publish(e)))).unwrap());
-    let sandbox = Arc::new(Sandbox::new(SandboxConfig { instances: 16, pooling: true }).unwrap());
+    let sandbox =
+        Arc::new(Sandbox::new(SandboxConfig { instances: 16, pooling: true, ..SandboxConfig::default() }).unwrap());
     let tools = Some(dir.join("agents").join("tools")).filter(|d| d.is_dir());
     let registry = Registry::new(Arc::clone(&sandbox), dir.join("agents"), Some(opts.cache)).with_tools(tools);
     let runtime = Arc::new(WasmRuntime::new(registry));
@@ -400,6 +401,16 @@ async fn tokens_are_required_and_tenants_see_only_their_jobs() {
     let r = api.get("/v1/jobs").await;
     r.error(StatusCode::UNAUTHORIZED, "unauthorized");
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    // The document says so: a bearer scheme on /v1/ only, and 401 only there.
+    let doc = api.get("/openapi.json").await.json();
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer", "{doc}");
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let guarded = path.starts_with("/v1/");
+            assert_eq!(op.get("security").is_some(), guarded, "{method} {path}");
+            assert_eq!(op["responses"].get("401").is_some(), guarded, "{method} {path}");
+        }
+    }
     let r = api.post("/v1/jobs", market()).await;
     r.error(StatusCode::UNAUTHORIZED, "unauthorized");
     api.with_token("tok-nobody-0123456789").get("/v1/jobs").await.error(StatusCode::UNAUTHORIZED, "unauthorized");
@@ -466,7 +477,7 @@ async fn an_answer_resumes_a_waiting_job_to_the_expected_hash() {
 
     let path = format!("/v1/jobs/{id}/answers");
     let answer = |q: &str| json!({"question": q, "answer": REVIEW_ANSWER}).to_string();
-    api.post(&path, answer("no-such-question")).await.error(StatusCode::NOT_FOUND, "unknown_question");
+    api.post(&path, answer("no-such-question")).await.error(StatusCode::CONFLICT, "unknown_question");
     api.post("/v1/jobs/job_unknown/answers", answer(REVIEW_QUESTION)).await.error(StatusCode::NOT_FOUND, "not_found");
     let m = api
         .post(&path, json!({"question": REVIEW_QUESTION, "answer": "x", "bogus": 1}).to_string())
@@ -814,9 +825,22 @@ async fn operations_endpoints_report_metrics_status_and_the_api() {
         );
     }
     let schemas = doc["components"]["schemas"].as_object().unwrap();
-    for name in ["JobSpec", "JobResult", "ErrorBody"] {
+    for name in ["JobSpec", "JobResult", "ErrorBody", "SseEvent", "Manifest"] {
         assert!(schemas.contains_key(name), "schema {name} missing");
     }
+    // Without tokens nothing asks for one; query parameters are in the query; the agents a spec may name are
+    // the ones loaded.
+    assert!(doc.get("security").is_none() && doc["components"].get("securitySchemes").is_none(), "{doc}");
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            assert!(op.get("security").is_none() && op["responses"].get("401").is_none(), "{method} {path}");
+        }
+    }
+    let list = &doc["paths"]["/v1/jobs"]["get"]["parameters"];
+    assert!(list.as_array().unwrap().iter().all(|p| p["in"] == "query" && p["required"] == false), "{list}");
+    let agents = &schemas["JobSpec"]["properties"]["agents"]["oneOf"][0]["items"]["enum"];
+    assert_eq!(agents.as_array().unwrap().len(), 7, "{agents}");
+    assert_eq!(schemas["JobSpec"]["properties"]["goal"]["minLength"], 1);
     // Every documented route answers something other than 404 from the router.
     for path in paths.keys() {
         let concrete = path.replace("{id}", "job_x");
@@ -966,7 +990,8 @@ impl Api {
 /// it found the run identical.
 fn replay(dir: &Path, cache: &Path, id: &str) -> Value {
     let store = SqliteStore::open_existing(&dir.join("data")).unwrap();
-    let sandbox = Arc::new(Sandbox::new(SandboxConfig { instances: 16, pooling: true }).unwrap());
+    let sandbox =
+        Arc::new(Sandbox::new(SandboxConfig { instances: 16, pooling: true, ..SandboxConfig::default() }).unwrap());
     let tools = Some(dir.join("agents").join("tools")).filter(|d| d.is_dir());
     let registry = Registry::new(sandbox, dir.join("agents"), Some(cache.to_path_buf())).with_tools(tools);
     let report = converge_runtime::replay::replay(&store, registry, id, &converge_engine::SerialExecutor, |_| {});

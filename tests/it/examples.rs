@@ -11,7 +11,7 @@ use std::time::Duration;
 use converge_tests::{AGENTS, TOOLS};
 
 fn sandbox() -> Arc<Sandbox> {
-    Arc::new(Sandbox::new(SandboxConfig { instances: 16, pooling: true }).unwrap())
+    Arc::new(Sandbox::new(SandboxConfig { instances: 16, pooling: true, ..SandboxConfig::default() }).unwrap())
 }
 
 /// A fresh agents directory holding every example agent and, under `tools/`, every example tool, as

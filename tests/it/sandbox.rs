@@ -52,7 +52,9 @@ const COVERED: &[&str] = &[
 
 fn sandbox() -> Arc<Sandbox> {
     static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
-    Arc::clone(SANDBOX.get_or_init(|| Arc::new(Sandbox::new(SandboxConfig { instances: 16, pooling: true }).unwrap())))
+    Arc::clone(SANDBOX.get_or_init(|| {
+        Arc::new(Sandbox::new(SandboxConfig { instances: 16, pooling: true, ..SandboxConfig::default() }).unwrap())
+    }))
 }
 
 fn guest(name: &str) -> &'static str {

@@ -18,7 +18,9 @@ use converge_tests::GUESTS;
 
 fn sandbox() -> Arc<Sandbox> {
     static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
-    Arc::clone(SANDBOX.get_or_init(|| Arc::new(Sandbox::new(SandboxConfig { instances: 32, pooling: true }).unwrap())))
+    Arc::clone(SANDBOX.get_or_init(|| {
+        Arc::new(Sandbox::new(SandboxConfig { instances: 32, pooling: true, ..SandboxConfig::default() }).unwrap())
+    }))
 }
 
 fn guest(name: &str) -> Vec<u8> {

@@ -7,6 +7,7 @@ use crate::store::StoreArg;
 use converge_http::server::{ServerConfig, refuses_without_tokens};
 use converge_http::{Auth, HttpConfig};
 use converge_runtime::WasmRuntime;
+use converge_sandbox::Sandbox;
 use converge_service::{AdaptiveExecutor, Service, ServiceConfig, Watchers};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -114,6 +115,7 @@ pub(crate) fn serve(opts: &Serve) -> Result<u8, Exit> {
     // Guests run on the agent threads, on the workers (once jobs fill the cores), and on the threads that load
     // components and validate tools.
     let runtime = Arc::new(WasmRuntime::new(opts.load.registry(threads + workers + 2)?));
+    let sandbox = Arc::clone(runtime.sandbox());
     let config = ServiceConfig {
         workers,
         queue: opts.queue,
@@ -161,8 +163,18 @@ pub(crate) fn serve(opts: &Serve) -> Result<u8, Exit> {
             max_connections: opts.max_connections.max(1),
             ..ServerConfig::default()
         };
-        converge_http::server::serve(listener, app, server, stop(draining, drain)).await;
-        Ok::<(), Exit>(())
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        converge_http::server::serve(listener, app, server, async move {
+            let _ = tx.send(stop(draining, drain, sandbox).await);
+        })
+        .await;
+        match rx.await {
+            Ok(Stop::SwapAppeared) => Err(Exit::failure(
+                "swap was turned on after start: the sandbox's fast memory reset could leak one guest's pages to \
+                 the next, so running jobs were given back; start converge again (it then uses the full reset)",
+            )),
+            _ => Ok::<(), Exit>(()),
+        }
     });
     svc.shutdown();
     store.close();
@@ -177,10 +189,20 @@ fn owner() -> String {
     format!("{}-{}", if host.is_empty() { "converge" } else { host }, std::process::id())
 }
 
+/// Why the server stopped.
+enum Stop {
+    /// Ctrl-C, or SIGTERM after the drain.
+    Asked,
+    /// Swap was turned on while the sandbox used the fast memory reset.
+    SwapAppeared,
+}
+
 /// Resolves when the server should stop: at once on Ctrl-C (running jobs run again at the next start or on
 /// another replica); on SIGTERM after a drain — readiness fails, nothing more is claimed, running jobs get
-/// `drain` to finish and the rest are given back — while the server still answers.
-async fn stop(svc: Arc<Service>, drain: Duration) {
+/// `drain` to finish and the rest are given back — while the server still answers; and when swap is turned
+/// on under a sandbox whose memory reset is not safe with swap, after a drain with no time to finish (every
+/// running job is given back at once, to run again on a process that chooses the full reset).
+async fn stop(svc: Arc<Service>, drain: Duration, sandbox: Arc<Sandbox>) -> Stop {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -195,12 +217,23 @@ async fn stop(svc: Arc<Service>, drain: Duration) {
     };
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
+    let swap = async {
+        while !sandbox.swap_appeared() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
     tokio::select! {
-        () = ctrl_c => {},
+        () = ctrl_c => Stop::Asked,
         () = term => {
             tracing::info!(drain_ms = u64::try_from(drain.as_millis()).unwrap_or(u64::MAX), "draining");
             let given_back = tokio::task::spawn_blocking(move || svc.drain(drain)).await.unwrap_or(0);
             tracing::info!(given_back, "drained");
+            Stop::Asked
+        },
+        () = swap => {
+            let given_back = tokio::task::spawn_blocking(move || svc.drain(Duration::ZERO)).await.unwrap_or(0);
+            tracing::error!(given_back, "swap was turned on: running jobs given back, stopping");
+            Stop::SwapAppeared
         },
     }
 }

@@ -17,7 +17,10 @@ pub(crate) fn validate_tool(tool: &Path, manifest: &Path) -> Result<u8, Exit> {
     file.take(MAX_TOOL_BYTES as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| Exit::input(format!("{}: {e}", tool.display())))?;
-    let sandbox = Arc::new(Sandbox::new(SandboxConfig { instances: 4, pooling: true }).map_err(Exit::failure)?);
+    let sandbox = Arc::new(
+        Sandbox::new(SandboxConfig { instances: 4, pooling: true, ..SandboxConfig::default() })
+            .map_err(Exit::failure)?,
+    );
     let validated = validate(&sandbox, None, &bytes, &manifest);
     let text = serde_json::to_string_pretty(&validated.report).map_err(Exit::failure)?;
     println!("{text}");

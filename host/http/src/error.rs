@@ -76,7 +76,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::InvalidSpec(_) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec", message),
             ServiceError::Invalid(_) => Self::unprocessable(message),
             ServiceError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
-            ServiceError::UnknownQuestion { .. } => Self::new(StatusCode::NOT_FOUND, "unknown_question", message),
+            ServiceError::UnknownQuestion { .. } => Self::new(StatusCode::CONFLICT, "unknown_question", message),
             ServiceError::AlreadyAnswered { .. } => Self::new(StatusCode::CONFLICT, "already_answered", message),
             ServiceError::Finished { .. } => Self::new(StatusCode::CONFLICT, "job_finished", message),
             ServiceError::IdempotencyConflict { .. } => {

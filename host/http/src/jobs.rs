@@ -29,6 +29,7 @@ pub struct Accepted {
 
 /// Query of `POST /v1/jobs`.
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitQuery {
     /// Wait up to this many seconds for the job to end; 200 with the result if it does, else 202.
@@ -89,6 +90,7 @@ pub(crate) async fn submit_job(
 
 /// Query of `GET /v1/jobs`.
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only jobs with this status.
@@ -279,8 +281,8 @@ pub struct AnswerAccepted {
 #[utoipa::path(post, path = "/v1/jobs/{id}/answers", tag = "jobs", params(("id" = String, Path, description = "Job id")),
     request_body = AnswerBody,
     responses((status = 202, body = AnswerAccepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, description = "No such job, or the job never asked this question", body = ErrorBody),
-        (status = 409, description = "Already answered, or the job has ended", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job has not asked this question (`unknown_question`), it is answered already, or the job has ended", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 422, description = "A missing or unknown field, or an answer over max_fact_bytes", body = ErrorBody)))]
 pub(crate) async fn answer(
     State(st): State<AppState>,

@@ -16,6 +16,7 @@ mod auth;
 mod body;
 mod error;
 mod jobs;
+mod openapi;
 mod ops;
 pub mod server;
 mod tools;
@@ -55,30 +56,16 @@ impl Default for HttpConfig {
 pub(crate) struct AppState {
     pub(crate) svc: Arc<Service>,
     pub(crate) config: Arc<HttpConfig>,
-    pub(crate) openapi: Arc<String>,
+    pub(crate) openapi: Arc<utoipa::openapi::OpenApi>,
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Converge", description = "Sandboxed WebAssembly agents that converge on a shared context (SPEC §5)."),
-    modifiers(&BearerAuth),
-    security(("bearer" = [])),
+    components(schemas(converge_store::Manifest, converge_store::TestCase, converge_store::Expect)),
     tags((name = "jobs"), (name = "agents"), (name = "tools"), (name = "operations"))
 )]
 struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = api.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
 
 /// The routes, by area, and the OpenAPI document built from them.
 fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
@@ -102,14 +89,15 @@ fn routes() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The OpenAPI document as JSON.
+/// The OpenAPI document as JSON, of a server without tokens and with nothing loaded; a running server serves
+/// its own at `/openapi.json` (with its authentication and the agents it has loaded).
 pub fn openapi_json() -> String {
-    routes().1.to_pretty_json().unwrap_or_default()
+    openapi::document(&routes().1, &openapi::Facts::default())
 }
 
 /// The whole HTTP application over `svc`.
 pub fn app(svc: Arc<Service>, config: HttpConfig) -> axum::Router {
     let (router, api) = routes();
-    let state = AppState { svc, config: Arc::new(config), openapi: Arc::new(api.to_pretty_json().unwrap_or_default()) };
+    let state = AppState { svc, config: Arc::new(config), openapi: Arc::new(api) };
     router.fallback(error::fallback).layer(axum::middleware::map_response(error::json_errors)).with_state(state)
 }

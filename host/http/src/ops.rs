@@ -166,5 +166,11 @@ pub(crate) async fn status(State(st): State<AppState>, Tenant(_): Tenant) -> Jso
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = Object)))]
 pub(crate) async fn openapi(State(st): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], st.openapi.as_str().to_owned()).into_response()
+    let inventory = st.svc.inventory();
+    let facts = crate::openapi::Facts {
+        auth: st.config.auth.enabled(),
+        agents: inventory.agents.iter().map(|a| a.component.name.clone()).collect(),
+        invariants: inventory.invariants.iter().map(|i| i.component.name.clone()).collect(),
+    };
+    ([(header::CONTENT_TYPE, "application/json")], crate::openapi::document(&st.openapi, &facts)).into_response()
 }

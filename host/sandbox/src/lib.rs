@@ -32,7 +32,9 @@ mod wasi;
 
 pub use cache::{Cache, CompileError};
 pub use call::{CallOutcome, CallSetup, State, call_seed};
-pub use engine::{GUEST_STACK, Sandbox, SandboxConfig, SandboxError, TICK};
+pub use engine::{
+    GUEST_STACK, MemoryReset, ResetChoice, Sandbox, SandboxConfig, SandboxError, TICK, active_swaps, swap_on_host,
+};
 pub use guest::{AgentPre, InvariantPre, LinkError, ToolPre};
 pub use limits::{HOSTCALL_BASE, Limits};
 pub use log::OUTPUT_CAP;

@@ -18,10 +18,13 @@ pub const MAX_INPUT: usize = 1024 * 1024;
 #[serde(deny_unknown_fields)]
 pub struct ToolLimits {
     /// Fuel per invocation.
+    #[serde(deserialize_with = "converge_engine::whole::deserialize")]
     pub fuel: u64,
     /// Linear memory per invocation, in MiB.
+    #[serde(deserialize_with = "converge_engine::whole::deserialize")]
     pub memory_mb: u32,
     /// Wall-clock backstop per invocation, in milliseconds.
+    #[serde(deserialize_with = "converge_engine::whole::deserialize")]
     pub timeout_ms: u64,
 }
 

@@ -296,7 +296,8 @@ mod tests {
 
     #[test]
     fn a_compile_past_its_bound_is_waited_for_before_the_next_one_starts() {
-        let sandbox = Arc::new(Sandbox::new(SandboxConfig { instances: 1, pooling: false }).unwrap());
+        let sandbox =
+            Arc::new(Sandbox::new(SandboxConfig { instances: 1, pooling: false, ..SandboxConfig::default() }).unwrap());
         let (_, path) = converge_tests::GUESTS.iter().find(|(n, _)| *n == "tool-upper").unwrap();
         let bytes = std::fs::read(path).unwrap();
         let r = compile_within(&sandbox, &bytes, Duration::ZERO);

@@ -20,6 +20,7 @@ mod openapi;
 mod ops;
 pub mod server;
 mod tools;
+mod ui;
 
 pub use auth::{Auth, AuthError, DEFAULT_TENANT};
 pub use error::{ApiError, ErrorBody};
@@ -99,5 +100,9 @@ pub fn openapi_json() -> String {
 pub fn app(svc: Arc<Service>, config: HttpConfig) -> axum::Router {
     let (router, api) = routes();
     let state = AppState { svc, config: Arc::new(config), openapi: Arc::new(api) };
-    router.fallback(error::fallback).layer(axum::middleware::map_response(error::json_errors)).with_state(state)
+    router
+        .merge(ui::routes())
+        .fallback(error::fallback)
+        .layer(axum::middleware::map_response(error::json_errors))
+        .with_state(state)
 }

@@ -12,3 +12,6 @@ mod serve;
 
 /// Two replicas on one PostgreSQL through `kill -9`, `SIGSTOP` past the lease, and `SIGTERM`.
 mod chaos;
+
+/// The web page in Debian's chromium through playwright-core: live job, answer form, dropped connection.
+mod ui;

@@ -16,10 +16,8 @@ where
     let n = serde_json::Number::deserialize(d)?;
     let whole = match (n.as_u64(), n.as_f64()) {
         (Some(u), _) => Some(u),
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
-        (None, Some(f)) if f.fract() == 0.0 && (0.0..=(u64::MAX as f64)).contains(&f) && f < 2f64.powi(64) => {
-            Some(f as u64)
-        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        (None, Some(f)) if f.fract() == 0.0 && (0.0..2f64.powi(64)).contains(&f) => Some(f as u64),
         _ => None,
     };
     let value = whole.ok_or_else(|| D::Error::custom(format!("invalid value: {n}, expected a whole number >= 0")))?;

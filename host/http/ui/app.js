@@ -163,7 +163,7 @@ async function homePage() {
   try {
     await fill();
     const listed = await getJson("/v1/tools");
-    tools.replaceChildren(toolsTable(listed.tools, false));
+    tools.replaceChildren(toolsTable(listed.tools));
   } catch (e) {
     tbody.replaceChildren(el("tr", {}, el("td", { colspan: 5, class: "error" }, e.message)));
   }
@@ -173,7 +173,7 @@ async function homePage() {
 
 // ---- Tools ----------------------------------------------------------------------------------------------
 
-function toolsTable(tools, actions) {
+function toolsTable(tools) {
   if (!tools.length) return el("p", { class: "muted" }, "No tools.");
   return el("table", { id: "tools" },
     el("thead", {}, el("tr", {}, el("th", {}, "Tool"), el("th", {}, "Status"), el("th", {}, "Verdict"),
@@ -184,7 +184,6 @@ function toolsTable(tools, actions) {
       el("td", {}, t.verdict ? badge(t.verdict) : el("span", { class: "muted" }, "trusted")),
       el("td", { class: "opt" }, t.source),
     ))),
-    actions ? null : null,
   );
 }
 

@@ -219,8 +219,17 @@ impl Job {
             deterministic: true,
             engine: Arc::from(names::ENGINE),
             human: Arc::from(names::HUMAN),
+            id: Arc::from(""),
         };
         Ok(Self { members, checkers, state })
+    }
+
+    /// Name the job `id` in its spans (`converge.job_id` of `cycle`, `agent`, `invariant` and `merge`, SPEC
+    /// §8). Only the spans see it: never the context, a result or a hash.
+    #[must_use]
+    pub fn traced_as(mut self, id: &str) -> Self {
+        self.state.id = Arc::from(id);
+        self
     }
 
     /// Where the job stands.
@@ -323,6 +332,17 @@ impl Job {
         }
         st.cycle = cycle;
         Arc::make_mut(&mut st.frozen).cycle = cycle;
+        // The cycle's span holds its agent calls, its merge and its checks (no-ops unless the host installs a
+        // subscriber).
+        let cycle_span = tracing::info_span!(
+            "cycle",
+            converge.job_id = &*st.id,
+            converge.cycle = i64::from(cycle),
+            converge.eligible = tracing::field::Empty,
+            converge.added = tracing::field::Empty,
+            converge.outcome = tracing::field::Empty,
+        );
+        let _cycle = cycle_span.enter();
 
         // Select.
         let eligible: Vec<&Member> = self
@@ -331,14 +351,24 @@ impl Job {
             .filter(|a| cycle == 1 || a.reads.iter().any(|k| self.state.dirty.contains(k)))
             .collect();
         m.trace.eligible = eligible.iter().map(|a| a.name.to_string()).collect();
+        cycle_span.record("converge.eligible", attr(eligible.len()));
 
-        // Execute, in parallel, against one frozen snapshot.
+        // Execute, in parallel, against one frozen snapshot. The calls run on the executor's threads: each
+        // span names its parent explicitly.
         let view = View(Arc::clone(&self.state.frozen));
-        let runs = executor.map(eligible.len(), &|i| execute(eligible[i].agent.as_ref(), &view));
+        let id = &*self.state.id;
+        let runs = executor.map(eligible.len(), &|i| execute(eligible[i], &view, &cycle_span, id));
         drop(view);
 
-        // Merge, serially, in agent-name order. (The span is a no-op unless the host installs a subscriber.)
-        let merge_span = tracing::debug_span!("merge", cycle, effects = runs.len());
+        // Merge, serially, in agent-name order.
+        let merge_span = tracing::debug_span!(
+            "merge",
+            converge.job_id = id,
+            converge.cycle = i64::from(cycle),
+            converge.effects = attr(runs.len()),
+            converge.inserted = tracing::field::Empty,
+            converge.rejected = tracing::field::Empty,
+        );
         let merge_guard = merge_span.enter();
         let st = &mut self.state;
         if let Some(why) = control.interrupt() {
@@ -361,12 +391,9 @@ impl Job {
         let new_added = std::mem::take(&mut m.added);
         st.dirty = new_added.keys().cloned().collect();
         Arc::make_mut(&mut st.frozen).context.set_added(new_added);
-        tracing::debug!(
-            inserted = m.trace.inserted,
-            duplicates = m.trace.duplicates,
-            rejected = m.trace.rejected,
-            "merged"
-        );
+        merge_span
+            .record("converge.inserted", attr(m.trace.inserted))
+            .record("converge.rejected", attr(m.trace.rejected));
         drop(merge_guard);
 
         // Check.
@@ -390,6 +417,7 @@ impl Job {
             }
         }
         m.trace.status = st.status;
+        cycle_span.record("converge.added", attr(m.trace.inserted)).record("converge.outcome", st.status.as_str());
         st.trace.push(m.trace);
         st.trace.last()
     }
@@ -429,7 +457,30 @@ fn duplicate(name: &str) -> JobError {
 }
 
 /// Call an agent; a native agent that panics fails like a guest that traps.
-fn execute(agent: &dyn Agent, view: &View) -> Execution {
-    catch_unwind(AssertUnwindSafe(|| agent.execute(view)))
-        .unwrap_or_else(|_| Failure::trap("the agent panicked").into())
+/// A count as a span attribute: OpenTelemetry's integers are `i64` (tracing's `u64` would arrive as text).
+pub(crate) fn attr(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+/// One agent call, in a span of its own under the cycle's `parent` (the call may run on another thread).
+fn execute(member: &Member, view: &View, parent: &tracing::Span, id: &str) -> Execution {
+    let span = tracing::debug_span!(
+        parent: parent,
+        "agent",
+        converge.job_id = id,
+        converge.agent = &*member.name,
+        converge.cycle = i64::from(view.cycle()),
+        converge.fuel = tracing::field::Empty,
+        converge.outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let _enter = span.enter();
+    let run = catch_unwind(AssertUnwindSafe(|| member.agent.execute(view)))
+        .unwrap_or_else(|_| Failure::trap("the agent panicked").into());
+    span.record("converge.fuel", attr(run.fuel));
+    match &run.result {
+        Ok(_) => span.record("converge.outcome", "ok"),
+        Err(f) => span.record("converge.outcome", f.kind.as_str()).record("otel.status_code", "ERROR"),
+    };
+    run
 }

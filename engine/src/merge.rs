@@ -36,6 +36,8 @@ pub(crate) struct State {
     pub(crate) deterministic: bool,
     pub(crate) engine: Arc<str>,
     pub(crate) human: Arc<str>,
+    /// The host's id of the job, for the spans only (`converge.job_id`); never in a result or a hash.
+    pub(crate) id: Arc<str>,
 }
 
 /// What one cycle's merge has done so far.
@@ -454,9 +456,27 @@ impl State {
             return;
         }
         let view = View(Arc::clone(&self.frozen));
+        // The calls run on the executor's threads: each span names its parent (the cycle's) explicitly.
+        let parent = tracing::Span::current();
+        let (id, cycle) = (&*self.id, self.cycle);
         let verdicts = executor.map(chosen.len(), &|i| {
-            catch_unwind(AssertUnwindSafe(|| chosen[i].invariant.check(&view)))
-                .unwrap_or_else(|_| Err(Failure::trap("the invariant panicked")))
+            let span = tracing::debug_span!(
+                parent: &parent,
+                "invariant",
+                converge.job_id = id,
+                converge.invariant = %chosen[i].name,
+                converge.cycle = i64::from(cycle),
+                converge.outcome = tracing::field::Empty,
+            );
+            let _enter = span.enter();
+            let verdict = catch_unwind(AssertUnwindSafe(|| chosen[i].invariant.check(&view)))
+                .unwrap_or_else(|_| Err(Failure::trap("the invariant panicked")));
+            match &verdict {
+                Ok(()) => span.record("converge.outcome", "held"),
+                Err(f) if f.kind == FailureKind::Refused => span.record("converge.outcome", "violated"),
+                Err(f) => span.record("converge.outcome", f.kind.as_str()),
+            };
+            verdict
         });
         drop(view);
         let mut violated = Vec::new();

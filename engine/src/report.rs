@@ -268,6 +268,19 @@ pub enum ToolOutcome {
     Unavailable,
 }
 
+impl ToolOutcome {
+    /// The name serde gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Denied => "denied",
+            Self::Unknown => "unknown",
+            Self::Failed => "failed",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// One tool invocation, as the trace records it: enough to check a replay (tool digest, input digest, output).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -539,6 +552,14 @@ mod tests {
             _ => {}
         }
         Ok(())
+    }
+
+    #[test]
+    fn tool_outcome_names_are_serdes() {
+        use ToolOutcome::{Denied, Failed, Ok, Unavailable, Unknown};
+        for outcome in [Ok, Denied, Unknown, Failed, Unavailable] {
+            assert_eq!(serde_json::to_value(outcome).unwrap(), json!(outcome.as_str()));
+        }
     }
 
     #[test]

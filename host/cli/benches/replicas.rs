@@ -218,6 +218,7 @@ fn enqueue_to_start(url: &str, job: &str, n: usize) -> Vec<u64> {
             goal: spec.goal.clone(),
             labels: spec.labels.clone(),
             idempotency_key: None,
+            traceparent: None,
             now_ms: now_ms(),
         };
         converge_store::wait(store.create_job(new)).unwrap();

@@ -8,6 +8,7 @@ mod replay;
 mod run;
 mod serve;
 mod store;
+mod telemetry;
 mod validate_tool;
 
 use clap::{Parser, Subcommand};

@@ -4,6 +4,7 @@
 use crate::Exit;
 use crate::load::{Load, executor, thread_count};
 use crate::store::StoreArg;
+use crate::telemetry::{LogFormat, Telemetry};
 use converge_http::server::{ServerConfig, refuses_without_tokens};
 use converge_http::{Auth, HttpConfig};
 use converge_runtime::WasmRuntime;
@@ -69,25 +70,9 @@ pub(crate) struct Serve {
     log_format: LogFormat,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
-    }
-}
-
 pub(crate) fn serve(opts: &Serve) -> Result<u8, Exit> {
-    init_logs(opts.log_format);
+    // Shut down (the last spans sent) when this returns, whichever way.
+    let mut telemetry = Telemetry::init(opts.log_format)?;
     let auth = match &opts.token_file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| Exit::input(format!("{}: {e}", path.display())))?;
@@ -124,6 +109,7 @@ pub(crate) fn serve(opts: &Serve) -> Result<u8, Exit> {
         lease: Duration::from_millis(opts.lease_ms),
         max_attempts: opts.max_attempts,
         poll: Duration::from_millis((opts.lease_ms / 10).clamp(100, 1000)),
+        span_parent: telemetry.span_parent(),
         ..ServiceConfig::default()
     };
     let executor = AdaptiveExecutor::new(executor(threads)?, threads);
@@ -179,6 +165,7 @@ pub(crate) fn serve(opts: &Serve) -> Result<u8, Exit> {
     svc.shutdown();
     store.close();
     tracing::info!("stopped; unfinished jobs run again at the next start, or on another replica");
+    telemetry.shutdown();
     served.map(|()| 0)
 }
 

@@ -39,7 +39,9 @@ pub struct SubmitQuery {
 /// Submit a job (SPEC §4). The 202 is sent after the job is committed.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
     request_body = JobSpec,
-    params(SubmitQuery, ("Idempotency-Key" = Option<String>, Header, description = "Same key and body: the same job; same key, another body: 409")),
+    params(SubmitQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key and body: the same job; same key, another body: 409"),
+        ("traceparent" = Option<String>, Header, description = "W3C Trace Context: every run of the job is traced as its child, on whichever worker or replica runs it. A value that is not one is ignored (a new trace starts), as the W3C recommendation says.")),
     responses(
         (status = 200, description = "The job ended within `wait`", body = JobResult),
         (status = 202, description = "Accepted and committed", body = Accepted),
@@ -76,7 +78,13 @@ pub(crate) async fn submit_job(
     let body = read_body(body, &headers, st.config.max_body, st.config.body_timeout).await?;
     let spec = JobSpec::from_json(json_text(&body)?)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec", e.to_string()))?;
-    let submitted = st.svc.submit(&tenant, spec, key, wait).await?;
+    // One valid `traceparent` continues the client's trace; none, several or a bad one start a new trace.
+    let mut traceparents = headers.get_all("traceparent").iter();
+    let traceparent = match (traceparents.next(), traceparents.next()) {
+        (Some(v), None) => v.to_str().ok().and_then(converge_service::trace_parent),
+        _ => None,
+    };
+    let submitted = st.svc.submit_traced(&tenant, spec, key, wait, traceparent).await?;
     let id = submitted.id().to_owned();
     let mut resp = match submitted {
         Submitted::Ended(result) => (StatusCode::OK, Json(*result)).into_response(),

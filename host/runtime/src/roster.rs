@@ -43,11 +43,10 @@ impl Agent for SandboxAgent {
         let Loadout::Agent { pre, .. } = &self.loaded.component else {
             return Failure::trap("not an agent").into();
         };
-        let span = tracing::debug_span!("agent", job = %self.job, agent = %self.info.name, cycle = view.cycle());
-        let _enter = span.enter();
         let seed = call_seed(&self.seed, &self.info.name, view.cycle());
         let tools = (!self.info.tools.is_empty()).then(|| {
             Box::new(ToolSession::new(
+                Arc::clone(&self.job),
                 Arc::clone(&self.sandbox),
                 Arc::clone(&self.tools),
                 Arc::clone(&self.circuits),
@@ -72,7 +71,6 @@ impl Agent for SandboxAgent {
 
 /// A loaded invariant bound to one job's limits and seed.
 struct SandboxInvariant {
-    job: Arc<str>,
     loaded: Arc<Loaded>,
     info: InvariantInfo,
     sandbox: Arc<Sandbox>,
@@ -89,9 +87,6 @@ impl Invariant for SandboxInvariant {
         let Loadout::Invariant { pre, .. } = &self.loaded.component else {
             return Err(Failure::trap("not an invariant"));
         };
-        let span =
-            tracing::debug_span!("invariant", job = %self.job, invariant = %self.info.name, cycle = view.cycle());
-        let _enter = span.enter();
         let setup = CallSetup { seed: call_seed(&self.seed, &self.info.name, view.cycle()), tools: None };
         match self.sandbox.check(pre, &self.limits, setup, view).result {
             Ok(Ok(())) => Ok(()),
@@ -139,7 +134,6 @@ pub fn roster_with_tools(
         .invariants()
         .map(|(loaded, info)| {
             Arc::new(SandboxInvariant {
-                job: Arc::clone(&job),
                 loaded: Arc::clone(loaded),
                 info: info.clone(),
                 sandbox: Arc::clone(sandbox),

@@ -53,19 +53,60 @@ pub fn check_idempotency_key(key: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// The trace context of a W3C `traceparent` header, as stored with the job: `00-<trace-id>-<parent-id>-<flags>`.
+/// `None` for a value that is not one (W3C Trace Context says to ignore it and start a new trace, not to refuse
+/// the request). A later version's value is read as version 00 when it starts like one.
+pub fn trace_parent(header: &str) -> Option<String> {
+    let header = header.trim_matches(|c| c == ' ' || c == '\t');
+    let lower_hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let (version, rest) = header.split_at_checked(2)?;
+    if !lower_hex(version) || version == "ff" || (version == "00" && header.len() != 55) {
+        return None;
+    }
+    if header.len() < 55 || (header.len() > 55 && header.as_bytes()[55] != b'-') {
+        return None;
+    }
+    let fields: Vec<&str> = rest.get(1..53)?.split('-').collect();
+    let [trace, parent, flags] = fields.as_slice() else { return None };
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    let ok = rest.starts_with('-')
+        && trace.len() == 32
+        && parent.len() == 16
+        && flags.len() == 2
+        && [trace, parent, flags].iter().all(|f| lower_hex(f))
+        && nonzero(trace)
+        && nonzero(parent);
+    ok.then(|| format!("00-{trace}-{parent}-{flags}"))
+}
+
 impl Service {
-    /// Submit a job of `tenant`. The job is committed before this returns; with `wait`, it returns when the job
-    /// ends or waits for answers, or after `wait` (at most `max_wait`), whichever comes first.
+    /// Submit a job of `tenant` (see [`Service::submit_traced`]), outside any trace.
     ///
     /// # Errors
-    /// An unknown agent or invariant ([`ServiceError::InvalidSpec`]), a bad or reused idempotency key, a full
-    /// queue ([`ServiceError::Overloaded`]), or a store failure.
+    /// As [`Service::submit_traced`].
     pub async fn submit(
         self: &Arc<Self>,
         tenant: &str,
         spec: JobSpec,
         idempotency_key: Option<String>,
         wait: Option<Duration>,
+    ) -> Result<Submitted, ServiceError> {
+        self.submit_traced(tenant, spec, idempotency_key, wait, None).await
+    }
+
+    /// Submit a job of `tenant`, its runs traced as children of `traceparent` (from [`trace_parent`]). The job is committed before this returns; with `wait`, it returns when the job
+    /// ends or waits for answers, or after `wait` (at most `max_wait`), whichever comes first.
+    ///
+    /// # Errors
+    /// An unknown agent or invariant ([`ServiceError::InvalidSpec`]), a bad or reused idempotency key, a full
+    /// queue ([`ServiceError::Overloaded`]), or a store failure.
+    pub async fn submit_traced(
+        self: &Arc<Self>,
+        tenant: &str,
+        spec: JobSpec,
+        idempotency_key: Option<String>,
+        wait: Option<Duration>,
+        traceparent: Option<String>,
     ) -> Result<Submitted, ServiceError> {
         if let Some(key) = &idempotency_key {
             check_idempotency_key(key)?;
@@ -88,6 +129,7 @@ impl Service {
             goal: spec.goal.clone(),
             labels: spec.labels.clone(),
             idempotency_key,
+            traceparent,
             now_ms: now_ms(),
         };
         let svc = Arc::clone(self);
@@ -270,4 +312,35 @@ async fn wait_for_stop(mut rx: broadcast::Receiver<Arc<Event>>, limit: Duration)
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trace_parent;
+
+    #[test]
+    fn traceparents_are_read_as_w3c_trace_context_says() {
+        let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(trace_parent(ok).as_deref(), Some(ok));
+        assert_eq!(trace_parent(&format!(" {ok}\t")).as_deref(), Some(ok));
+        // A later version: its version 00 part, when it starts like one.
+        let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more";
+        assert_eq!(trace_parent(later).as_deref(), Some(ok));
+        for bad in [
+            "",
+            "00",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-é1",
+        ] {
+            assert_eq!(trace_parent(bad), None, "{bad:?}");
+        }
+    }
 }

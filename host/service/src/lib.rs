@@ -28,7 +28,7 @@ mod tools;
 mod watch;
 mod worker;
 
-pub use admission::{MAX_IDEMPOTENCY_KEY, Submitted, check_idempotency_key};
+pub use admission::{MAX_IDEMPOTENCY_KEY, Submitted, check_idempotency_key, trace_parent};
 pub use deadline::Deadline;
 pub use error::ServiceError;
 pub use executor::AdaptiveExecutor;
@@ -37,7 +37,7 @@ pub use queue::{JobQueue, Permit};
 pub use runtime::{
     AgentEntry, Component, InvariantEntry, Inventory, Rejection, Roster, Runtime, RuntimeError, TrustedTool,
 };
-pub use service::{Service, ServiceConfig, now_ms};
+pub use service::{Service, ServiceConfig, SetParent, SpanParent, now_ms};
 pub use status::{Ready, SlowAgent, StatusReport};
 pub use tools::{MAX_COMMENT, MAX_REVIEWER, ToolDetail, ToolListing, Validation, ValidationTicket, check_tool_id};
 pub use watch::Watchers;

@@ -44,6 +44,22 @@ pub struct ServiceConfig {
     pub max_attempts: u32,
     /// How often a worker of a shared store looks for claimable work when no doorbell rang.
     pub poll: Duration,
+    /// Makes each run's `job` span a child of the trace the job was submitted under (the host's tracing
+    /// exporter knows how; without one, runs start no trace of their own).
+    pub span_parent: SpanParent,
+}
+
+/// Given a `job` span (not yet entered) and the job's stored `traceparent`, makes the span its child.
+pub type SetParent = dyn Fn(&tracing::Span, &str) + Send + Sync;
+
+/// Sets a `job` span's parent from the job's stored `traceparent`, before the span is entered.
+#[derive(Clone, Default)]
+pub struct SpanParent(pub Option<Arc<SetParent>>);
+
+impl std::fmt::Debug for SpanParent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "SpanParent(set)" } else { "SpanParent(none)" })
+    }
 }
 
 impl Default for ServiceConfig {
@@ -59,6 +75,7 @@ impl Default for ServiceConfig {
             lease: Duration::from_secs(30),
             max_attempts: 3,
             poll: Duration::from_secs(1),
+            span_parent: SpanParent::default(),
         }
     }
 }

@@ -70,7 +70,17 @@ impl Service {
 
     fn run(&self, started: Started) {
         let id = started.record.id.clone();
-        let span = tracing::info_span!("job", job = %id, attempt = started.lease.attempt);
+        let span = tracing::info_span!(
+            "job",
+            converge.job_id = %id,
+            converge.tenant = %started.record.tenant,
+            converge.attempt = i64::from(started.lease.attempt),
+            converge.cycles = tracing::field::Empty,
+            converge.outcome = tracing::field::Empty,
+        );
+        if let (Some(parent), Some(traceparent)) = (&self.config.span_parent.0, &started.record.traceparent) {
+            parent(&span, traceparent);
+        }
         let _enter = span.enter();
         let run = Arc::new(Run { deadline: Deadline::new(Duration::MAX), lease: started.lease.clone() });
         if let Ok(mut r) = self.running.lock() {
@@ -82,9 +92,13 @@ impl Service {
         match outcome {
             Ok(()) => {}
             Err(StoreError::LeaseLost(_)) => {
+                span.record("converge.outcome", "lease_lost");
                 tracing::warn!("the job's lease was lost; another run owns it, this one wrote nothing more");
             }
-            Err(e) => tracing::error!(error = %e, "job left unfinished; it runs again once its lease expires"),
+            Err(e) => {
+                span.record("converge.outcome", "unfinished");
+                tracing::error!(error = %e, "job left unfinished; it runs again once its lease expires");
+            }
         }
         if self.forget_run(&id, &run)
             && let Ok(mut l) = self.live.lock()
@@ -116,7 +130,7 @@ impl Service {
         // The job calls the trusted tools and its own tenant's validated ones, never another tenant's.
         let (agents, invariants) = self.runtime.roster(&spec, &record.tenant, id);
         let mut job = match Job::new(&spec, &agents, &invariants) {
-            Ok(j) => j,
+            Ok(j) => j.traced_as(id),
             Err(e) => return self.fail(id, &lease, "unknown_agent", &format!("cannot start: {e}")),
         };
         // Not awaited: the store applies a run's writes in order, so a failure shows in the next awaited one.
@@ -127,6 +141,9 @@ impl Service {
         let mut journal = StoreJournal { svc: self, id, lease: &lease, deadline, pending: Vec::new() };
         let status = drive(&mut job, &self.executor, deadline, inputs, &mut journal)?;
         journal.flush();
+        tracing::Span::current()
+            .record("converge.cycles", i64::from(job.cycles()))
+            .record("converge.outcome", status.as_str());
         if deadline.is_lost() {
             return Err(StoreError::LeaseLost(id.to_owned()));
         }
@@ -155,6 +172,7 @@ impl Service {
     /// End a job that cannot be built (its spec or its agents are gone) as `agent_failed`, with the reason.
     fn fail(&self, id: &str, lease: &Lease, kind: &str, message: &str) -> Result<(), StoreError> {
         tracing::warn!(kind, message, "job cannot run");
+        tracing::Span::current().record("converge.outcome", Status::AgentFailed.as_str());
         let result =
             placeholder(id, Status::AgentFailed, Some(ErrorInfo { kind: kind.into(), message: message.into() }));
         let outcome = Outcome {

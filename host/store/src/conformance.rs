@@ -69,6 +69,7 @@ macro_rules! conformance_tests {
             a_job_that_keeps_dying_ends_with_its_attempts_exhausted,
             a_renewal_extends_the_lease_and_tells_of_a_cancel,
             free_text_is_kept_byte_for_byte,
+            the_trace_context_travels_with_the_job,
         );
     };
     (@cases $open:expr; $($case:ident),* $(,)?) => {
@@ -93,6 +94,7 @@ fn job(id: &str, tenant: &str, key: Option<&str>, spec: &str, now_ms: u64) -> Ne
         goal: format!("goal of {id}"),
         labels: BTreeMap::from([("team".to_owned(), format!("team-{}", now_ms % 2))]),
         idempotency_key: key.map(str::to_owned),
+        traceparent: None,
         now_ms,
     }
 }
@@ -628,4 +630,22 @@ pub fn free_text_is_kept_byte_for_byte(open: Open) {
     assert!(matches!(wait(s.review_tool(T, "d1", review.clone())).unwrap(), ReviewOutcome::Recorded(_)));
     let kept = s.tool(T, "d1").unwrap().unwrap();
     assert_eq!((kept.manifest.description.as_str(), &kept.reviews[0]), (odd, &review));
+}
+
+pub fn the_trace_context_travels_with_the_job(open: Open) {
+    let s = open("the_trace_context_travels_with_the_job", None);
+    let traced = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut new = job("j1", T, None, "{}", 1);
+    new.traceparent = Some(traced.to_owned());
+    assert_eq!(wait(s.create_job(new)).unwrap(), Admission::Created);
+    create(&*s, "j2", 2);
+    assert_eq!(s.job(Some(T), "j1").unwrap().unwrap().traceparent.as_deref(), Some(traced));
+    assert_eq!(s.job(Some(T), "j2").unwrap().unwrap().traceparent, None);
+    // Every run of the job sees it, also after it was given back and claimed again.
+    let first = start(&*s, "j1", 3);
+    assert_eq!(first.record.traceparent.as_deref(), Some(traced));
+    wait(s.release("j1", &first.lease, 4)).unwrap();
+    assert_eq!(start(&*s, "j1", 5).record.traceparent.as_deref(), Some(traced));
+    // Never in the trail.
+    assert!(s.events("j1", 0).unwrap().iter().all(|e| !e.data.contains("4bf92f35")));
 }

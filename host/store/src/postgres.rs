@@ -54,8 +54,9 @@ const WRITERS: usize = 4;
 const READERS: usize = 16;
 /// Times a write that met a deadlock is tried again, in later groups.
 const RETRIES: u32 = 5;
-/// The schema version this build creates. 2: `jobs.last_seq`, the position of a job's last event.
-const SCHEMA_VERSION: i32 = 2;
+/// The schema version this build creates. 2: `jobs.last_seq`, the position of a job's last event. 3:
+/// `jobs.traceparent`.
+const SCHEMA_VERSION: i32 = 3;
 /// The advisory lock that serialises migrations across replicas.
 const MIGRATION_LOCK: i64 = 0x636f_6e76_6572_6765;
 /// The notification channel.
@@ -88,7 +89,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_token   TEXT,
     lease_expires TIMESTAMPTZ,
     open_runs     INT NOT NULL DEFAULT 0,
-    last_seq      BIGINT NOT NULL DEFAULT 0
+    last_seq      BIGINT NOT NULL DEFAULT 0,
+    traceparent   TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
@@ -538,6 +540,9 @@ ALTER TABLE jobs ADD COLUMN IF NOT EXISTS last_seq BIGINT NOT NULL DEFAULT 0;
 UPDATE jobs SET last_seq = COALESCE((SELECT MAX(seq) FROM events e WHERE e.job = jobs.id), 0);
 ";
 
+/// From version 2: the trace context a job was submitted under.
+const MIGRATE_2_3: &str = "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS traceparent TEXT;";
+
 fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let failed = |e: postgres::Error| StoreError::Db { context: "migrating the schema".into(), message: e.to_string() };
     let mut tx = client.transaction().map_err(failed)?;
@@ -558,6 +563,9 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
             tx.batch_execute(SCHEMA).map_err(failed)?;
             if v < 2 {
                 tx.batch_execute(MIGRATE_1_2).map_err(failed)?;
+            }
+            if v < 3 {
+                tx.batch_execute(MIGRATE_2_3).map_err(failed)?;
             }
             tx.execute("UPDATE converge_schema SET version = $1", &[&SCHEMA_VERSION]).map_err(failed)?;
         }
@@ -810,8 +818,8 @@ fn create(db: &mut Db<'_, '_>, job: &NewJob, events: &mut Vec<Event>) -> Result<
     }
     let labels = serde_json::to_string(&job.labels).map_err(|e| corrupt(format!("job {}", job.id), e.to_string()))?;
     db.execute(
-        "INSERT INTO jobs (id, tenant, status, goal, spec, spec_hash, labels, created_ms, updated_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        "INSERT INTO jobs (id, tenant, status, goal, spec, spec_hash, labels, created_ms, updated_ms, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
         &[
             &job.id,
             &job.tenant,
@@ -821,6 +829,7 @@ fn create(db: &mut Db<'_, '_>, job: &NewJob, events: &mut Vec<Event>) -> Result<
             &job.spec_hash,
             &labels,
             &to_i64(job.now_ms),
+            &job.traceparent,
         ],
     )?;
     for (k, v) in &job.labels {
@@ -857,6 +866,7 @@ fn job_from(r: &Row) -> Result<JobRecord, StoreError> {
         },
         context_hash: r.get(13),
         result: r.get(14),
+        traceparent: r.get(15),
         id,
     })
 }
@@ -865,7 +875,7 @@ macro_rules! job_select {
     ($tail:literal) => {
         concat!(
             "SELECT id, seq, tenant, status, spec, goal, labels, created_ms, updated_ms, attempts, cycles, cancel, \
-             components, context_hash, result FROM jobs ",
+             components, context_hash, result, traceparent FROM jobs ",
             $tail
         )
     };

@@ -24,6 +24,9 @@ pub struct NewJob {
     pub labels: BTreeMap<String, String>,
     /// The client's `Idempotency-Key`, if any.
     pub idempotency_key: Option<String>,
+    /// The W3C `traceparent` the job was submitted under (already checked), so every run of the job, on any
+    /// worker or replica, continues that trace. Never part of the spec, its hash or the result.
+    pub traceparent: Option<String>,
     /// Unix time in milliseconds.
     pub now_ms: u64,
 }
@@ -80,6 +83,8 @@ pub struct JobRecord {
     pub context_hash: Option<String>,
     /// The SPEC §4 result JSON, when waiting or ended.
     pub result: Option<String>,
+    /// The W3C `traceparent` it was submitted under ([`NewJob::traceparent`]).
+    pub traceparent: Option<String>,
 }
 
 /// A row of a job listing.

@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_owner      TEXT,
     lease_token      TEXT,
     lease_expires_ms INTEGER,
-    open_runs        INTEGER NOT NULL DEFAULT 0
+    open_runs        INTEGER NOT NULL DEFAULT 0,
+    traceparent      TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
@@ -117,8 +118,8 @@ CREATE TABLE IF NOT EXISTS tool_events (
 ) WITHOUT ROWID;
 ";
 
-/// The schema version [`SCHEMA`] creates.
-const SCHEMA_VERSION: i64 = 3;
+/// The schema version [`SCHEMA`] creates. 4: `jobs.traceparent`.
+const SCHEMA_VERSION: i64 = 4;
 
 /// Version 2 to 3: leases (owner, token, expiry), the runs that ended without a stop, and the attempt that wrote
 /// each event. Each column is added only where it is missing (a version 1 store gets the tables of [`SCHEMA`]
@@ -130,6 +131,9 @@ const COLUMNS_3: [(&str, &str, &str); 5] = [
     ("jobs", "open_runs", "INTEGER NOT NULL DEFAULT 0"),
     ("events", "attempt", "INTEGER NOT NULL DEFAULT 0"),
 ];
+
+/// Version 3 to 4: the trace context a job was submitted under. Added only where it is missing.
+const COLUMNS_4: [(&str, &str, &str); 1] = [("jobs", "traceparent", "TEXT")];
 
 /// Version 1 to 2: a tool belongs to the tenant that submitted it (unique by tenant and digest, not by digest),
 /// and its reviews are keyed by that owner. Run as: [`MIGRATE_1_TO_2_SET_ASIDE`], [`SCHEMA`] (which creates the
@@ -330,7 +334,7 @@ impl SqliteStore {
             context: format!("creating the schema in {}", path.display()),
             message: e.to_string(),
         })?;
-        for (table, column, decl) in COLUMNS_3 {
+        for (table, column, decl) in COLUMNS_3.into_iter().chain(COLUMNS_4) {
             add_column(&conn, table, column, decl)
                 .map_err(|e| StoreError::Db { context: format!("migrating {}", path.display()), message: e })?;
         }
@@ -554,8 +558,8 @@ fn create(c: &Connection, job: &NewJob, events: &mut Vec<Event>) -> Result<Admis
     let labels = serde_json::to_string(&job.labels).map_err(|e| corrupt(format!("job {}", job.id), e.to_string()))?;
     exec(
         c,
-        "INSERT INTO jobs (id, tenant, status, goal, spec, spec_hash, labels, created_ms, updated_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+        "INSERT INTO jobs (id, tenant, status, goal, spec, spec_hash, labels, created_ms, updated_ms, traceparent)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
         params![
             job.id,
             job.tenant,
@@ -564,7 +568,8 @@ fn create(c: &Connection, job: &NewJob, events: &mut Vec<Event>) -> Result<Admis
             job.spec,
             job.spec_hash,
             labels,
-            to_i64(job.now_ms)
+            to_i64(job.now_ms),
+            job.traceparent
         ],
     )
     .map_err(|e| db(&e))?;
@@ -577,7 +582,7 @@ fn create(c: &Connection, job: &NewJob, events: &mut Vec<Event>) -> Result<Admis
 }
 
 const JOB_COLUMNS: &str = "id, seq, tenant, status, spec, goal, labels, created_ms, updated_ms, attempts, cycles, \
-                           cancel, components, context_hash, result";
+                           cancel, components, context_hash, result, traceparent";
 
 /// A job row, with its status, labels and components still as text.
 type JobRow = (JobRecord, String, String, Option<String>);
@@ -600,6 +605,7 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
             components: BTreeMap::new(),
             context_hash: r.get(13)?,
             result: r.get(14)?,
+            traceparent: r.get(15)?,
         },
         r.get(3)?,
         r.get(6)?,

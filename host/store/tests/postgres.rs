@@ -39,6 +39,7 @@ fn job(id: &str) -> converge_store::NewJob {
         goal: "g".into(),
         labels: std::collections::BTreeMap::new(),
         idempotency_key: None,
+        traceparent: None,
         now_ms: 1,
     }
 }
@@ -245,7 +246,12 @@ fn a_version_1_schema_is_migrated_and_its_trails_go_on_where_they_were() {
     store.close();
     // What version 1 was: no `last_seq`.
     let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    admin.batch_execute("ALTER TABLE jobs DROP COLUMN last_seq; UPDATE converge_schema SET version = 1").unwrap();
+    admin
+        .batch_execute(
+            "ALTER TABLE jobs DROP COLUMN last_seq; ALTER TABLE jobs DROP COLUMN traceparent; \
+             UPDATE converge_schema SET version = 1",
+        )
+        .unwrap();
     let store = PostgresStore::connect(&url).unwrap();
     let cycle = converge_store::CycleRecord { cycle: 1, trace: "{}".into(), questions: Vec::new() };
     converge_store::wait(store.cycles("old", &started.lease, vec![cycle], 3)).unwrap();
@@ -255,6 +261,7 @@ fn a_version_1_schema_is_migrated_and_its_trails_go_on_where_they_were() {
         (1..=u64::try_from(before).unwrap() + 1).collect::<Vec<_>>(),
         "the trail goes on at its next position"
     );
+    assert_eq!(store.job(None, "old").unwrap().unwrap().traceparent, None, "the column is back, empty");
     let version: i32 = admin.query_one("SELECT version FROM converge_schema", &[]).unwrap().get(0);
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
 }

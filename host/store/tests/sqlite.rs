@@ -58,7 +58,7 @@ fn a_version_1_store_keeps_its_tools_and_reviews_when_migrated() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
 }
 
 #[test]
@@ -67,7 +67,7 @@ fn a_store_from_a_newer_version_is_refused_by_name() {
     std::fs::create_dir_all(&dir).unwrap();
     rusqlite::Connection::open(dir.join("converge.db")).unwrap().execute_batch("PRAGMA user_version = 9;").unwrap();
     match SqliteStore::open(&dir, None) {
-        Err(StoreError::NewerSchema { found: 9, supported: 3, location }) => assert!(location.ends_with("converge.db")),
+        Err(StoreError::NewerSchema { found: 9, supported: 4, location }) => assert!(location.ends_with("converge.db")),
         other => panic!("{other:?}"),
     }
 }
@@ -110,6 +110,7 @@ fn a_restart_voids_the_leases_of_the_process_that_died() {
         goal: "g".into(),
         labels: std::collections::BTreeMap::new(),
         idempotency_key: None,
+        traceparent: None,
         now_ms: 1,
     };
     wait(store.create_job(job)).unwrap();

@@ -15,3 +15,6 @@ mod chaos;
 
 /// The web page in Debian's chromium through playwright-core: live job, answer form, dropped connection.
 mod ui;
+
+/// OTLP/HTTP export of the spans to a fake collector in this process, `traceparent` across a restart.
+mod traces;

@@ -36,6 +36,9 @@ fn command(dir: &Path, extra: &[&str]) -> Command {
         .args(["--log-format", "json"])
         .args(extra)
         .env("RUST_LOG", "info,wasmtime=warn,cranelift=warn")
+        // Spans go where a test says, never to a collector of the machine's.
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -49,9 +52,20 @@ impl Server {
     }
 
     pub(crate) fn start_on(dir: &Path, addr: &str, extra: &[&str]) -> Self {
+        Self::start_env(dir, addr, extra, &[])
+    }
+
+    /// [`Server::start`] with these environment variables set too.
+    pub(crate) fn start_with(dir: &Path, extra: &[&str], env: &[(&str, String)]) -> Self {
+        Self::start_env(dir, "127.0.0.1:0", extra, env)
+    }
+
+    fn start_env(dir: &Path, addr: &str, extra: &[&str], env: &[(&str, String)]) -> Self {
         let mut args = vec!["--addr", addr];
         args.extend_from_slice(extra);
-        let mut child = command(dir, &args).spawn().unwrap();
+        let mut cmd = command(dir, &args);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        let mut child = cmd.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();

@@ -65,6 +65,7 @@ fn step(failures: &mut BTreeMap<String, u32>, tool: &str, outcome: ToolOutcome) 
 
 /// What an agent call needs to invoke tools: its declared names, the job's tools and circuits, its seed.
 pub struct ToolSession {
+    job: Arc<str>,
     sandbox: Arc<Sandbox>,
     set: Arc<ToolSet>,
     circuits: Arc<Circuits>,
@@ -84,9 +85,10 @@ impl std::fmt::Debug for ToolSession {
 }
 
 impl ToolSession {
-    /// The session of one agent call in `cycle`, whose RNG seed is `seed`.
+    /// The session of one agent call of job `job` in `cycle`, whose RNG seed is `seed`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        job: Arc<str>,
         sandbox: Arc<Sandbox>,
         set: Arc<ToolSet>,
         circuits: Arc<Circuits>,
@@ -96,6 +98,7 @@ impl ToolSession {
         seed: [u8; 32],
     ) -> Self {
         Self {
+            job,
             sandbox,
             set,
             circuits,
@@ -123,6 +126,18 @@ impl ToolSession {
             memory: 0,
             time_us: 0,
         };
+        // A child of the calling agent's span: the call runs on the agent's thread.
+        let span = tracing::debug_span!(
+            "tool",
+            converge.job_id = &*self.job,
+            converge.agent = %self.agent,
+            converge.cycle = i64::from(self.cycle),
+            converge.tool = %shown,
+            converge.fuel = tracing::field::Empty,
+            converge.outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let enter = span.enter();
         let result = self.run(name, &shown, input, &mut call);
         match &result {
             Ok(out) => call.output.clone_from(out),
@@ -131,6 +146,12 @@ impl ToolSession {
                 call.output.clone_from(message);
             }
         }
+        span.record("converge.fuel", i64::try_from(call.fuel).unwrap_or(i64::MAX))
+            .record("converge.outcome", call.outcome.as_str());
+        if call.outcome != ToolOutcome::Ok {
+            span.record("otel.status_code", "ERROR");
+        }
+        drop(enter);
         if let Some(tool) = call.digest.as_ref().and(self.set.resolve(name)) {
             let key = tool.name.clone();
             if let Some(f) = self.failures.as_mut() {

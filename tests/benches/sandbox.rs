@@ -2,6 +2,8 @@
 //!
 //! - `call/native` and `call/sandboxed`: one call of the reader logic against a one-fact context; sandboxed is a
 //!   fresh store, instantiation from the pre-instance, the call (three host calls) and the drop.
+//! - `call/floor`: the same guest and call on wasmtime with nothing but the guest's own imports (`floor.rs`):
+//!   how far the sandbox is from wasmtime itself.
 //! - `call/sandboxed-full-reset`: the same in a sandbox that resets pooled memory the full way (what it does
 //!   when swap is active, SPEC §3), instead of the fast `PAGEMAP_SCAN` reset.
 //! - `calls/threads-1` and `calls/threads-2`: 512 sandboxed calls spread over a rayon pool of 1 or 2 threads;
@@ -26,6 +28,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use converge_tests::GUESTS;
+
+mod floor;
 
 fn reader_bytes() -> Vec<u8> {
     let path = GUESTS.iter().find(|(n, _)| *n == "reader").map(|(_, p)| *p).unwrap();
@@ -89,6 +93,9 @@ fn call(c: &mut Criterion, sandbox: &Arc<Sandbox>, full: &Arc<Sandbox>) {
     assert_eq!(native.execute(&view).result, sandboxed.execute(&view).result, "same logic, same effect");
     group.bench_function("native", |b| b.iter(|| native.execute(&view)));
     group.bench_function("sandboxed", |b| b.iter(|| sandboxed.execute(&view)));
+    let floor = floor::FloorGuest::new(&reader_bytes());
+    assert_eq!(floor.execute(&view), 2, "the reader answers the one-fact context with two facts");
+    group.bench_function("floor", |b| b.iter(|| floor.execute(&view)));
     let (full_reset, view) = setup(full, 1, 0);
     group.bench_function("sandboxed-full-reset", |b| b.iter(|| full_reset.execute(&view)));
     group.finish();

@@ -2,8 +2,10 @@
 //!
 //! - `call/native` and `call/sandboxed`: one call of the reader logic against a one-fact context; sandboxed is a
 //!   fresh store, instantiation from the pre-instance, the call (three host calls) and the drop.
-//! - `call/floor`: the same guest and call on wasmtime with nothing but the guest's own imports (`floor.rs`):
-//!   how far the sandbox is from wasmtime itself.
+//! - `call/floor`: the same guest and call on wasmtime with nothing but the guest's own imports
+//!   (`floor/mod.rs`): how far the sandbox is from wasmtime itself.
+//! - `call/sandboxed-lean` and `call/floor-lean`: the same with `reader-lean`, the reader's logic built without
+//!   `std` (so it imports no WASI): what a guest's WASI imports cost per fresh call.
 //! - `call/sandboxed-full-reset`: the same in a sandbox that resets pooled memory the full way (what it does
 //!   when swap is active, SPEC §3), instead of the fast `PAGEMAP_SCAN` reset.
 //! - `calls/threads-1` and `calls/threads-2`: 512 sandboxed calls spread over a rayon pool of 1 or 2 threads;
@@ -31,9 +33,13 @@ use converge_tests::GUESTS;
 
 mod floor;
 
-fn reader_bytes() -> Vec<u8> {
-    let path = GUESTS.iter().find(|(n, _)| *n == "reader").map(|(_, p)| *p).unwrap();
+fn guest_bytes(name: &str) -> Vec<u8> {
+    let path = GUESTS.iter().find(|(n, _)| *n == name).map(|(_, p)| *p).unwrap();
     std::fs::read(path).unwrap()
+}
+
+fn reader_bytes() -> Vec<u8> {
+    guest_bytes("reader")
 }
 
 /// The reader guest's logic, native.
@@ -73,8 +79,13 @@ fn cache() -> PathBuf {
 
 /// The sandboxed reader and a view of a context with `inputs` facts under `in` and `others` elsewhere.
 fn setup(sandbox: &Arc<Sandbox>, inputs: usize, others: usize) -> (Arc<dyn Agent>, View) {
-    let d = dir("reader");
-    std::fs::write(d.join("reader.wasm"), reader_bytes()).unwrap();
+    setup_guest(sandbox, "reader", inputs, others)
+}
+
+/// [`setup`] with the guest `name` (the reader or its `std`-less twin).
+fn setup_guest(sandbox: &Arc<Sandbox>, name: &str, inputs: usize, others: usize) -> (Arc<dyn Agent>, View) {
+    let d = dir(name);
+    std::fs::write(d.join(format!("{name}.wasm")), guest_bytes(name)).unwrap();
     let catalog = Registry::new(Arc::clone(sandbox), &d, Some(cache())).refresh().unwrap();
     let mut spec = JobSpec::new("bench");
     spec.facts = (0..inputs).map(|i| Fact::new("in", format!("{i:05}"), "content of a fact")).collect();
@@ -96,6 +107,11 @@ fn call(c: &mut Criterion, sandbox: &Arc<Sandbox>, full: &Arc<Sandbox>) {
     let floor = floor::FloorGuest::new(&reader_bytes());
     assert_eq!(floor.execute(&view), 2, "the reader answers the one-fact context with two facts");
     group.bench_function("floor", |b| b.iter(|| floor.execute(&view)));
+    let (lean, lean_view) = setup_guest(sandbox, "reader-lean", 1, 0);
+    assert_eq!(lean.execute(&lean_view).result, sandboxed.execute(&view).result, "the same effect without std");
+    group.bench_function("sandboxed-lean", |b| b.iter(|| lean.execute(&lean_view)));
+    let lean_floor = floor::FloorGuest::new(&guest_bytes("reader-lean"));
+    group.bench_function("floor-lean", |b| b.iter(|| lean_floor.execute(&view)));
     let (full_reset, view) = setup(full, 1, 0);
     group.bench_function("sandboxed-full-reset", |b| b.iter(|| full_reset.execute(&view)));
     group.finish();

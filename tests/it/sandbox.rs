@@ -29,6 +29,7 @@ const COVERED: &[&str] = &[
     "inv-count",
     "panic",
     "reader",
+    "reader-lean",
     "recurse",
     "sleeper",
     "snoop",
@@ -296,6 +297,23 @@ fn the_view_serves_the_snapshot() {
     let echo: Vec<(&str, &str)> =
         result.facts.iter().filter(|f| f.key == "echo").map(|f| (f.id.as_str(), f.content.as_str())).collect();
     assert_eq!(echo, [("1", "a|count=2"), ("2", "b|count=2"), ("meta@1", "goal=echo;keys=in;get=a")]);
+}
+
+#[test]
+fn a_guest_without_std_imports_no_wasi_and_reads_the_same() {
+    // The reader's logic without `std`: the bench's `call/sandboxed-lean` measures what WASI imports cost.
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    let imports = |name: &str| sandbox.imports(&sandbox.compile(&std::fs::read(guest(name)).unwrap()).unwrap());
+    let lean = imports("reader-lean");
+    assert!(lean.iter().all(|i| i.starts_with("converge:agent/")), "{lean:?}");
+    assert!(imports("reader").iter().any(|i| i.starts_with("wasi:")), "a std guest imports WASI");
+    let json = r#"{"goal": "echo", "facts": [{"key": "in", "id": "1", "content": "a"}, {"key": "in", "id": "2", "content": "b"}]}"#;
+    let facts = |name: &str| -> Vec<(String, String)> {
+        let (result, _) = run(&load(name, &[name]), json);
+        assert_eq!(result.status, Status::Converged);
+        result.facts.into_iter().filter(|f| f.key == "echo").map(|f| (f.id, f.content)).collect()
+    };
+    assert_eq!(facts("reader-lean"), facts("reader"));
 }
 
 #[test]

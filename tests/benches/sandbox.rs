@@ -9,7 +9,8 @@
 //! - `call/sandboxed-full-reset`: the same in a sandbox that resets pooled memory the full way (what it does
 //!   when swap is active, SPEC §3), instead of the fast `PAGEMAP_SCAN` reset.
 //! - `calls/threads-1` and `calls/threads-2`: 512 sandboxed calls spread over a rayon pool of 1 or 2 threads;
-//!   `calls/threads-2-full-reset` with the full reset.
+//!   `calls/threads-2-full-reset` with the full reset; `calls/floor-threads-1` and `calls/floor-threads-2` the
+//!   floor's calls the same way.
 //! - `view/100` and `view/10000`: the same read (`added("in")` returning 100 facts, `count`, `get`, `keys`)
 //!   against a context of 100 facts and one of 10,000 (the 9,900 others under 99 other keys).
 //! - `startup/50-cached`: a new sandbox and a registry loading 50 distinct agents whose compiled code is cached.
@@ -131,6 +132,19 @@ fn calls(c: &mut Criterion, sandbox: &Arc<Sandbox>, full: &Arc<Sandbox>) {
             b.iter(|| {
                 use converge_engine::Executor;
                 executor.map(N, &|_| agent.execute(&view).fuel)
+            });
+        });
+    }
+    // The floor's scaling: what wasmtime itself gets from a second thread on this machine.
+    let (_, view) = setup(sandbox, 1, 0);
+    let floor = floor::FloorGuest::new(&reader_bytes());
+    for threads in [1, 2] {
+        let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap());
+        let executor = RayonExecutor::new(pool);
+        group.bench_function(BenchmarkId::from_parameter(format!("floor-threads-{threads}")), |b| {
+            b.iter(|| {
+                use converge_engine::Executor;
+                executor.map(N, &|_| floor.execute(&view))
             });
         });
     }

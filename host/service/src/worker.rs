@@ -245,8 +245,15 @@ impl Journal for StoreJournal<'_> {
         self.pending.push(CycleRecord { cycle: trace.cycle, trace: text, questions });
         // A job run again after a crash produces its cycles again, so they need not be durable one by one: they
         // are written in one batch at the job's stop, or at once while someone may watch live (here, or on
-        // another replica of a shared store) or the batch grows.
-        if self.svc.store.shared() || self.svc.watchers.watched(self.id) || self.pending.len() >= MAX_PENDING_CYCLES {
+        // another replica of a shared store) or the batch grows. A cycle that asked questions is committed
+        // before the live result shows them: whoever reads a question there can answer it at once.
+        let asked = !trace.questions.is_empty();
+        if asked {
+            wait(self.svc.store.cycles(self.id, self.lease, std::mem::take(&mut self.pending), now_ms()))?;
+        } else if self.svc.store.shared()
+            || self.svc.watchers.watched(self.id)
+            || self.pending.len() >= MAX_PENDING_CYCLES
+        {
             self.flush();
         }
         if let Ok(mut l) = self.svc.live.lock() {

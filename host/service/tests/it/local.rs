@@ -144,6 +144,31 @@ async fn an_answer_resumes_a_waiting_job_and_wrong_answers_are_named() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_seen_while_the_job_still_runs_can_be_answered_at_once() {
+    // The asker asks in cycle 1 while the counter keeps the job running for about a second: the question shows
+    // in the live result long before the job waits, and an answer given then must find it in the store.
+    let s = service(&dir("early-answer"), 2, &ServiceConfig::default());
+    let both = r#"{"goal": "ask while counting", "agents": ["asker", "counter"],
+                   "facts": [{"key": "count", "id": "000", "content": "start"}]}"#;
+    let id = s.svc.submit("t", spec(both), None, None).await.unwrap().id().to_owned();
+    let mut seen = None;
+    for _ in 0..400 {
+        let r = s.svc.result("t", &id).await.unwrap();
+        if r.status == Status::Running && !r.open_questions.is_empty() {
+            seen = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seen = seen.expect("the open question shows while the job runs");
+    assert_eq!(seen.open_questions[0].id, "choice");
+    assert!(seen.cycles < 16, "seen before the held cycles would have been written anyway: {}", seen.cycles);
+    s.svc.answer("t", &id, "choice", "left".into()).await.unwrap();
+    let done = until(&s.svc, &id, Status::Converged).await;
+    assert!(done.facts.iter().any(|f| f.key == "decision" && f.content == "left"), "{:?}", done.facts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_waiting_job_ends_cancelled_with_its_facts() {
     let s = service(&dir("cancel"), 2, &ServiceConfig::default());
     let id = s.svc.submit("t", spec(ASK), None, WAIT).await.unwrap().id().to_owned();

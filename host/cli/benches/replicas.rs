@@ -168,32 +168,51 @@ fn statements(url: &str) -> i64 {
     .get(0)
 }
 
-/// The statements run most often per job, to see where the round trips go.
+/// The statements that cost the database most per job (execution time), with how often each runs, to see where
+/// the database's time and the round trips go.
 fn top_statements(url: &str, jobs: usize) -> Vec<String> {
     let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
     let rows = c
         .query(
-            "SELECT calls, query FROM pg_stat_statements \
+            "SELECT calls, total_exec_time, query FROM pg_stat_statements \
              WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-             ORDER BY calls DESC LIMIT 12",
+             ORDER BY total_exec_time DESC LIMIT 14",
             &[],
         )
         .unwrap();
-    rows.iter()
-        .map(|r| {
-            let calls: i64 = r.get(0);
-            let query: String = r.get(1);
-            let query: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
-            #[allow(clippy::cast_precision_loss)]
-            let per = calls as f64 / jobs.max(1) as f64;
-            format!("  {per:6.1}  {}", query.chars().take(150).collect::<String>())
-        })
-        .collect()
+    let hot = c
+        .query_one(
+            "SELECT n_tup_upd, n_tup_hot_upd, (SELECT AVG(pg_column_size(j.*))::FLOAT8 FROM jobs j) \
+             FROM pg_stat_user_tables WHERE relname = 'jobs'",
+            &[],
+        )
+        .unwrap();
+    let (updates, hot_updates, row_bytes): (i64, i64, Option<f64>) = (hot.get(0), hot.get(1), hot.get(2));
+    #[allow(clippy::cast_precision_loss)]
+    let head = format!(
+        "  jobs rows: {:.1} updates per job, {:.0} % of them HOT (in place), {:.0} bytes per row",
+        updates as f64 / jobs.max(1) as f64,
+        100.0 * hot_updates as f64 / updates.max(1) as f64,
+        row_bytes.unwrap_or(0.0)
+    );
+    let lines = rows.iter().map(|r| {
+        let calls: i64 = r.get(0);
+        let total_ms: f64 = r.get(1);
+        let query: String = r.get(2);
+        let query: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
+        #[allow(clippy::cast_precision_loss)]
+        let (per, us) = (calls as f64 / jobs.max(1) as f64, total_ms * 1000.0 / jobs.max(1) as f64);
+        format!("  {per:6.1}  {us:8.1} µs  {}", query.chars().take(140).collect::<String>())
+    });
+    std::iter::once(head).chain(lines).collect()
 }
 
 fn reset_statements(url: &str) {
     let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
-    c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()").unwrap();
+    c.batch_execute(
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset(); SELECT pg_stat_reset()",
+    )
+    .unwrap();
 }
 
 fn now_ms() -> u64 {
@@ -316,7 +335,9 @@ fn main() {
     for r in &rows {
         println!("{r}");
     }
-    println!("\nstatements per job, most frequent first (PostgreSQL, 1 replica):");
+    println!(
+        "\nstatements by database time per job (PostgreSQL, 1 replica): calls per job, execution time per job, statement"
+    );
     for t in &top {
         println!("{t}");
     }

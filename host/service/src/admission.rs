@@ -13,6 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
+/// How long admission trusts its last count of a shared queue's depth.
+const DEPTH_FRESH: Duration = Duration::from_millis(100);
+
 /// Longest idempotency key, in bytes.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
@@ -114,7 +117,7 @@ impl Service {
         let wait = wait.map(|w| w.min(self.config.max_wait));
         self.check_names(&spec, tenant)?;
         // A shared queue is bounded by what every replica queued.
-        if self.store.shared() && self.queue_depth().await >= self.queue.capacity() {
+        if self.store.shared() && self.shared_depth().await >= self.queue.capacity() {
             return Err(self.overloaded());
         }
         let permit = self.queue.reserve().ok_or_else(|| self.overloaded())?;
@@ -138,6 +141,11 @@ impl Service {
             let admission = reply(svc.store.create_job(new)).await;
             let mut watch = None;
             if let Ok(Admission::Created) = admission {
+                if let Ok(mut d) = svc.admission_depth.lock()
+                    && let Some((_, n)) = d.as_mut()
+                {
+                    *n += 1;
+                }
                 // Nothing runs the job before it is queued, so subscribing here misses none of its stops (and a
                 // refused or replayed submission leaves no channel behind).
                 watch = wait.and_then(|_| svc.watch(&queued));
@@ -171,6 +179,25 @@ impl Service {
             return Ok(Submitted::Ended(Box::new(self.current_result(&record))));
         }
         Ok(Submitted::Accepted { id, status: record.status })
+    }
+
+    /// The shared queue's depth for admission: counted in the store at most every [`DEPTH_FRESH`], and between
+    /// two counts, the last count plus what this process admitted since. Counting on every submission costs the
+    /// database more than the submission's own writes under load (the count walks every row not yet cleaned
+    /// up); with one replica the depth used is never below the truth (jobs started since are still
+    /// counted: it errs towards refusing) and misses at most what other replicas admit within `DEPTH_FRESH`.
+    async fn shared_depth(&self) -> usize {
+        if let Ok(d) = self.admission_depth.lock()
+            && let Some((at, n)) = *d
+            && at.elapsed() < DEPTH_FRESH
+        {
+            return n;
+        }
+        let n = self.queue_depth().await;
+        if let Ok(mut d) = self.admission_depth.lock() {
+            *d = Some((std::time::Instant::now(), n));
+        }
+        n
     }
 
     fn overloaded(&self) -> ServiceError {

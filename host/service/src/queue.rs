@@ -9,6 +9,8 @@ use std::time::Instant;
 struct Inner {
     ids: VecDeque<(String, Instant)>,
     reserved: usize,
+    /// A doorbell waits in `ids` (an empty id): another rings no more until a worker takes it.
+    rung: bool,
 }
 
 struct Shared {
@@ -56,7 +58,7 @@ impl JobQueue {
     /// An empty queue admitting at most `capacity` jobs.
     pub fn new(capacity: usize) -> Self {
         Self(Arc::new(Shared {
-            inner: Mutex::new(Inner { ids: VecDeque::new(), reserved: 0 }),
+            inner: Mutex::new(Inner { ids: VecDeque::new(), reserved: 0, rung: false }),
             ready: Condvar::new(),
             capacity,
             closed: AtomicBool::new(false),
@@ -81,6 +83,19 @@ impl JobQueue {
         self.0.ready.notify_one();
     }
 
+    /// Ring the doorbell: a worker wakes and looks for claimable jobs in a shared store (it pops an empty id).
+    /// A burst of rings while one waits is one ring: a look finds every job the burst made claimable.
+    pub fn ring(&self) {
+        if let Ok(mut q) = self.0.inner.lock() {
+            if q.rung {
+                return;
+            }
+            q.rung = true;
+            q.ids.push_back((String::new(), Instant::now()));
+        }
+        self.0.ready.notify_one();
+    }
+
     /// The next job, blocking; `None` once closed.
     pub fn pop(&self) -> Option<String> {
         let mut q = self.0.inner.lock().ok()?;
@@ -89,6 +104,7 @@ impl JobQueue {
                 return None;
             }
             if let Some((id, _)) = q.ids.pop_front() {
+                q.rung &= !id.is_empty();
                 return Some(id);
             }
             q = self.0.ready.wait(q).ok()?;
@@ -109,6 +125,7 @@ impl JobQueue {
                 return Err(());
             }
             if let Some((id, _)) = q.ids.pop_front() {
+                q.rung &= !id.is_empty();
                 return Ok(Some(id));
             }
             let Some(left) = timeout.checked_sub(start.elapsed()) else { return Ok(None) };
@@ -172,5 +189,20 @@ mod tests {
         assert_eq!(q.pop().as_deref(), Some("j1"));
         q.close();
         assert_eq!(q.pop(), None);
+    }
+
+    #[test]
+    fn a_burst_of_rings_is_one_ring_until_a_worker_takes_it() {
+        let q = JobQueue::new(4);
+        q.ring();
+        q.push("j1".into());
+        q.ring();
+        q.ring();
+        assert_eq!(q.len(), 2, "one ring and one job");
+        assert_eq!(q.pop().as_deref(), Some(""));
+        q.ring();
+        assert_eq!(q.len(), 2, "the ring taken, a new one waits");
+        assert_eq!(q.pop().as_deref(), Some("j1"));
+        assert_eq!(q.pop().as_deref(), Some(""));
     }
 }

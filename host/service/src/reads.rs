@@ -55,10 +55,13 @@ impl Service {
         check_job_id(id)?;
         let record = self.record(tenant, id).await?;
         let live = if record.status.is_terminal() { None } else { self.watch(id) };
+        // Its cycles are written as they happen while this follower lives.
+        let following = live.as_ref().map(|_| self.watchers.follow(id));
         let store = Arc::clone(&self.store);
         let id = id.to_owned();
         let (tx, rx) = mpsc::channel(FOLLOW_BUFFER);
         tokio::spawn(async move {
+            let _following = following;
             let mut last = after;
             let mut live = live;
             loop {

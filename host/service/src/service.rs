@@ -98,6 +98,8 @@ pub struct Service {
     pub(crate) validation_places: Arc<Semaphore>,
     /// Validations run one at a time.
     pub(crate) validation_turn: Arc<Semaphore>,
+    /// The shared queue's depth as admission last read it, and when, plus the jobs this process admitted since.
+    pub(crate) admission_depth: Mutex<Option<(Instant, usize)>>,
     started: Instant,
 }
 
@@ -135,6 +137,7 @@ impl Service {
             validation_places: Arc::new(Semaphore::new(config.validations_waiting.saturating_add(1))),
             validation_turn: Arc::new(Semaphore::new(1)),
             config,
+            admission_depth: Mutex::new(None),
             started: Instant::now(),
         });
         svc.load_validated_tools();
@@ -178,6 +181,19 @@ impl Service {
                 }
             })
             .map_err(|e| ServiceError::Internal(format!("starting the lease keeper: {e}")))?;
+        if self.store.shared() {
+            let svc = Arc::downgrade(self);
+            std::thread::Builder::new()
+                .name("converge-cycles".into())
+                .spawn(move || {
+                    while let Some(svc) = svc.upgrade() {
+                        svc.flush_held_cycles();
+                        drop(svc);
+                        std::thread::sleep(crate::worker::LIVE_DELAY / 2);
+                    }
+                })
+                .map_err(|e| ServiceError::Internal(format!("starting the cycle flusher: {e}")))?;
+        }
         let svc = Arc::downgrade(self);
         let every = self.config.rescan;
         std::thread::Builder::new()
@@ -307,7 +323,7 @@ impl Service {
         match notice {
             Notice::Event(e) => self.watchers.publish(e),
             // A doorbell: a worker wakes and claims whatever is claimable.
-            Notice::Claimable => self.queue.push(String::new()),
+            Notice::Claimable => self.queue.ring(),
             Notice::Cancel(job) => self.interrupt(job),
             Notice::Tool { tenant, digest } => {
                 let (svc, tenant, digest) = (Arc::clone(self), tenant.clone(), digest.clone());

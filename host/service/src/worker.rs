@@ -4,7 +4,8 @@
 //! job resumed after a restart, a takeover, an answer or a cancel reaches the state of an uninterrupted run.
 //!
 //! With a store of its own (SQLite) a worker claims the jobs its process queued, by id; with a shared store
-//! (PostgreSQL) it claims the oldest claimable job of any replica, woken by a doorbell and polling as a fallback.
+//! (PostgreSQL) it claims those by id too, and the oldest claimable job of any replica when it has none, when
+//! another replica rings the doorbell, and every `poll` (see [`Service::work_shared`]).
 //! Every write of a run carries its lease; a write refused for a lost lease stops the run, and it writes nothing
 //! more. The lease keeper renews the leases of the runs in flight, and tells them of cancels.
 
@@ -18,33 +19,108 @@ use std::time::Duration;
 
 /// Cycles of a job held before they are written (unless someone may be watching).
 const MAX_PENDING_CYCLES: usize = 16;
+/// On a shared store, the longest a cycle is held before it is written, for whoever follows the job through
+/// another replica (see [`Service::flush_held_cycles`]).
+pub(crate) const LIVE_DELAY: Duration = Duration::from_millis(50);
 
-/// A run in flight: its controls and its lease.
+/// A run in flight: its controls, its lease, and the cycles it has not written yet.
 pub(crate) struct Run {
     pub(crate) deadline: Deadline,
     pub(crate) lease: Lease,
+    held: std::sync::Mutex<Held>,
+}
+
+/// Cycles not written yet, and since when the oldest waits.
+#[derive(Default)]
+struct Held {
+    cycles: Vec<CycleRecord>,
+    since: Option<std::time::Instant>,
+}
+
+impl Run {
+    fn new(lease: Lease) -> Self {
+        Self { deadline: Deadline::new(Duration::MAX), lease, held: std::sync::Mutex::default() }
+    }
+
+    /// Hold a cycle; returns how many are held.
+    fn hold(&self, cycle: CycleRecord) -> usize {
+        let Ok(mut h) = self.held.lock() else { return 0 };
+        h.since.get_or_insert_with(std::time::Instant::now);
+        h.cycles.push(cycle);
+        h.cycles.len()
+    }
+
+    /// Send the held cycles to the store (when `older_than` the oldest has waited at least that long), and
+    /// return the reply. Sent under the lock: of two flushes, the first sent takes every held cycle, so the
+    /// store receives a run's cycles in order, and before any stop the worker sends after its own flush.
+    fn flush(
+        &self,
+        store: &dyn converge_store::Store,
+        id: &str,
+        older_than: Option<Duration>,
+    ) -> Option<converge_store::Reply<()>> {
+        let mut h = self.held.lock().ok()?;
+        let due = match (older_than, h.since) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(d), Some(t)) => t.elapsed() >= d,
+        };
+        if !due || h.cycles.is_empty() {
+            return None;
+        }
+        h.since = None;
+        Some(store.cycles(id, &self.lease, std::mem::take(&mut h.cycles), now_ms()))
+    }
 }
 
 impl Service {
     /// A worker's life: claim and run jobs until the service stops taking them.
     pub(crate) fn work(&self) {
         if self.store.shared() {
-            while !self.queue.is_closed() {
-                match self.claim(None) {
-                    Some(started) => self.run(started),
-                    // Nothing claimable: wait for the doorbell (a submission, an answer, a notice), or poll.
-                    None => {
-                        if self.queue.pop_timeout(self.config.poll).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
+            self.work_shared();
         } else {
             while let Some(id) = self.queue.pop() {
                 if let Some(started) = self.claim(Some(id)) {
                     self.run(started);
                 }
+            }
+        }
+    }
+
+    /// On a shared store a worker claims by id the jobs this process queued (a submission, an answer, a
+    /// cancel: one lookup of the job's row), and looks through the whole queue (the oldest claimable job of any
+    /// replica, or an expired lease) when its own queue is empty, when another replica rings the doorbell, and
+    /// at least once every `poll`, busy or not, so a dead replica's jobs are taken over even under load. Looking
+    /// through the queue walks every row not yet cleaned up of the jobs that moved through it, which under load
+    /// costs more database time than the rest of a job; by id, it costs one index lookup.
+    fn work_shared(&self) {
+        let poll = self.config.poll;
+        let mut looked: Option<std::time::Instant> = None;
+        // The last look found nothing: wait for a job, a doorbell or the next poll.
+        let mut idle = false;
+        while !self.queue.is_closed() {
+            let since = looked.map_or(poll, |t| t.elapsed());
+            let job = if since >= poll {
+                None
+            } else {
+                let wait = if idle { poll - since } else { Duration::ZERO };
+                match self.queue.pop_timeout(wait) {
+                    Err(()) => break,
+                    Ok(id) => id.filter(|id| !id.is_empty()),
+                }
+            };
+            let started = match job {
+                // `None`: another replica took it first (or holds its row this instant; the next look finds it).
+                Some(id) => self.claim(Some(id)),
+                None => {
+                    looked = Some(std::time::Instant::now());
+                    let started = self.claim(None);
+                    idle = started.is_none();
+                    started
+                }
+            };
+            if let Some(started) = started {
+                self.run(started);
             }
         }
     }
@@ -82,7 +158,7 @@ impl Service {
             parent(&span, traceparent);
         }
         let _enter = span.enter();
-        let run = Arc::new(Run { deadline: Deadline::new(Duration::MAX), lease: started.lease.clone() });
+        let run = Arc::new(Run::new(started.lease.clone()));
         if let Ok(mut r) = self.running.lock() {
             r.insert(id.clone(), Arc::clone(&run));
         }
@@ -138,7 +214,7 @@ impl Service {
         let deadline = &run.deadline;
         deadline.restart(Duration::from_millis(spec.budget.job_timeout_ms));
         let inputs = Inputs { answers, cancel_at: record.cancel_requested.then_some(record.cycles) };
-        let mut journal = StoreJournal { svc: self, id, lease: &lease, deadline, pending: Vec::new() };
+        let mut journal = StoreJournal { svc: self, id, run, deadline };
         let status = drive(&mut job, &self.executor, deadline, inputs, &mut journal)?;
         journal.flush();
         tracing::Span::current()
@@ -186,6 +262,20 @@ impl Service {
         wait(self.store.finish(id, lease, outcome))
     }
 
+    /// Write the cycles a run has held for [`LIVE_DELAY`] or longer: on a shared store whoever follows a job
+    /// through another replica sees its cycles that much later at most, and a short job's cycles are written in
+    /// one statement with its end.
+    pub(crate) fn flush_held_cycles(&self) {
+        let runs: Vec<(String, Arc<Run>)> = self
+            .running
+            .lock()
+            .map(|r| r.iter().map(|(id, run)| (id.clone(), Arc::clone(run))).collect())
+            .unwrap_or_default();
+        for (id, run) in runs {
+            drop(run.flush(self.store.as_ref(), &id, Some(LIVE_DELAY)));
+        }
+    }
+
     /// Renew the lease of every run in flight, once; stop a run whose lease is gone, cancel one a client
     /// cancelled (perhaps through another replica).
     pub(crate) fn renew_leases(&self) {
@@ -213,17 +303,14 @@ impl Service {
 struct StoreJournal<'a> {
     svc: &'a Service,
     id: &'a str,
-    lease: &'a Lease,
+    run: &'a Run,
     deadline: &'a Deadline,
-    pending: Vec<CycleRecord>,
 }
 
 impl StoreJournal<'_> {
     /// Write the cycles held so far (without waiting: the stop that follows is committed after them).
     fn flush(&mut self) {
-        if !self.pending.is_empty() {
-            drop(self.svc.store.cycles(self.id, self.lease, std::mem::take(&mut self.pending), now_ms()));
-        }
+        drop(self.run.flush(self.svc.store.as_ref(), self.id, None));
     }
 }
 
@@ -242,18 +329,17 @@ impl Journal for StoreJournal<'_> {
             .map(|q| NewQuestion { id: q.id, prompt: q.prompt, agent: q.agent })
             .collect();
         let text = serde_json::to_string(trace).unwrap_or_default();
-        self.pending.push(CycleRecord { cycle: trace.cycle, trace: text, questions });
+        let held = self.run.hold(CycleRecord { cycle: trace.cycle, trace: text, questions });
         // A job run again after a crash produces its cycles again, so they need not be durable one by one: they
-        // are written in one batch at the job's stop, or at once while someone may watch live (here, or on
-        // another replica of a shared store) or the batch grows. A cycle that asked questions is committed
-        // before the live result shows them: whoever reads a question there can answer it at once.
-        let asked = !trace.questions.is_empty();
-        if asked {
-            wait(self.svc.store.cycles(self.id, self.lease, std::mem::take(&mut self.pending), now_ms()))?;
-        } else if self.svc.store.shared()
-            || self.svc.watchers.watched(self.id)
-            || self.pending.len() >= MAX_PENDING_CYCLES
-        {
+        // are written in one batch at the job's stop, at once while someone watches here, when the batch grows,
+        // and on a shared store (where someone may follow the job through another replica) within
+        // `LIVE_DELAY`. A cycle that asked questions is committed before the live result shows them: whoever
+        // reads a question there can answer it at once.
+        if !trace.questions.is_empty() {
+            if let Some(reply) = self.run.flush(self.svc.store.as_ref(), self.id, None) {
+                wait(reply)?;
+            }
+        } else if self.svc.watchers.watched(self.id) || held >= MAX_PENDING_CYCLES {
             self.flush();
         }
         if let Ok(mut l) = self.svc.live.lock() {
@@ -265,7 +351,7 @@ impl Journal for StoreJournal<'_> {
     fn waiting(&mut self, job: &Job, given: &BTreeSet<String>) -> Result<BTreeMap<String, String>, StoreError> {
         self.flush();
         let seen = given.iter().cloned().collect();
-        match wait(self.svc.store.park(self.id, self.lease, seen, outcome(job, self.id, self.deadline)))? {
+        match wait(self.svc.store.park(self.id, &self.run.lease, seen, outcome(job, self.id, self.deadline)))? {
             Park::Parked => Ok(BTreeMap::new()),
             Park::Answers(more) => Ok(more),
         }

@@ -55,8 +55,9 @@ const READERS: usize = 16;
 /// Times a write that met a deadlock is tried again, in later groups.
 const RETRIES: u32 = 5;
 /// The schema version this build creates. 2: `jobs.last_seq`, the position of a job's last event. 3:
-/// `jobs.traceparent`.
-const SCHEMA_VERSION: i32 = 3;
+/// `jobs.traceparent`. 4: `jobs_claimable`, the index a claim walks, and pages
+/// half empty for in-place updates.
+const SCHEMA_VERSION: i32 = 4;
 /// The advisory lock that serialises migrations across replicas.
 const MIGRATION_LOCK: i64 = 0x636f_6e76_6572_6765;
 /// The notification channel.
@@ -92,8 +93,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     last_seq      BIGINT NOT NULL DEFAULT 0,
     traceparent   TEXT
 );
+-- A job's row is updated a dozen times in its life, its indexed columns (status, tenant, seq) only twice. Its
+-- big values (the spec, the result, the components) move out of the row from 256 bytes on, so an update copies
+-- (and logs) a small row, not the spec; and pages left half empty let most updates write the new version in
+-- place (HOT), with no new index entries for a claim to walk past and no dead tuples on other pages.
+ALTER TABLE jobs SET (fillfactor = 50, toast_tuple_target = 256);
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
+-- What a claim walks, oldest first: only the jobs that may be claimable, never the ended ones (every ended job
+-- in `jobs_by_status` or the primary key is a row a claim would read and skip).
+CREATE INDEX IF NOT EXISTS jobs_claimable ON jobs (seq) WHERE status IN ('queued', 'running');
 CREATE TABLE IF NOT EXISTS labels (
     job   TEXT NOT NULL,
     key   BYTEA NOT NULL,
@@ -224,6 +233,8 @@ struct Db<'a, 'b> {
     stmts: &'a mut Statements,
     /// Notifications to send when the group commits.
     notices: &'a mut Vec<String>,
+    /// This store's name in its doorbells, so its own listener ignores them.
+    origin: &'a str,
 }
 
 impl Db<'_, '_> {
@@ -253,6 +264,13 @@ impl Db<'_, '_> {
 
     fn notify(&mut self, notice: &serde_json::Value) {
         self.notices.push(notice.to_string());
+    }
+
+    /// Ring the other replicas' doorbell: a job became claimable. This process queued the job's id itself
+    /// when it made the write, so its listener ignores the ring (see [`notice`]).
+    fn doorbell(&mut self) {
+        let ring = serde_json::json!({"t": "claimable", "o": self.origin});
+        self.notify(&ring);
     }
 }
 
@@ -299,7 +317,7 @@ where
         let out = match db.tx.savepoint("op") {
             Err(e) => Err(db_error(&e)),
             Ok(mut sp) => {
-                let mut inner = Db { tx: &mut sp, stmts: &mut *db.stmts, notices: &mut *db.notices };
+                let mut inner = Db { tx: &mut sp, stmts: &mut *db.stmts, notices: &mut *db.notices, origin: db.origin };
                 match (self.f)(&mut inner, events) {
                     Ok(v) => sp.commit().map(|()| v).map_err(|e| db_error(&e)),
                     Err(e) => Err(e),
@@ -371,6 +389,8 @@ pub struct PostgresStore {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Reader>>,
     stop: Arc<AtomicBool>,
+    /// A name for this store, unique among the replicas, carried by its doorbells.
+    origin: Arc<str>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -419,6 +439,7 @@ impl PostgresStore {
         let mut client = connect(url)?;
         migrate(&mut client)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let origin: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
         let mut senders = Vec::with_capacity(WRITERS);
         let mut threads = Vec::with_capacity(WRITERS);
         let mut first = Some(client);
@@ -428,10 +449,10 @@ impl PostgresStore {
                 None => connect(url)?,
             };
             let (tx, rx) = mpsc::channel();
-            let url = url.to_owned();
+            let (url, origin) = (url.to_owned(), Arc::clone(&origin));
             let thread = std::thread::Builder::new()
                 .name(format!("converge-pg-writer-{i}"))
-                .spawn(move || writer(&url, client, &rx))
+                .spawn(move || writer(&url, &origin, client, &rx))
                 .map_err(|e| StoreError::Db { context: "starting a store writer".into(), message: e.to_string() })?;
             senders.push(tx);
             threads.push(thread);
@@ -442,6 +463,7 @@ impl PostgresStore {
             threads: Mutex::new(threads),
             readers: Mutex::new(Vec::new()),
             stop,
+            origin,
         })
     }
 
@@ -577,7 +599,7 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
     tx.commit().map_err(failed)
 }
 
-fn writer(url: &str, mut client: Client, rx: &mpsc::Receiver<Box<dyn Write>>) {
+fn writer(url: &str, origin: &str, mut client: Client, rx: &mpsc::Receiver<Box<dyn Write>>) {
     let mut stmts = Statements::default();
     let mut later: Vec<Box<dyn Write>> = Vec::new();
     let mut backoff = Duration::from_millis(10);
@@ -645,7 +667,7 @@ fn writer(url: &str, mut client: Client, rx: &mpsc::Receiver<Box<dyn Write>>) {
         // each write in a savepoint, so a failed write is undone alone.
         let mut bare = true;
         for op in &mut ops {
-            let mut db = Db { tx: &mut tx, stmts: &mut stmts, notices: &mut notices };
+            let mut db = Db { tx: &mut tx, stmts: &mut stmts, notices: &mut notices, origin };
             if !op.attempt(&mut db, &mut events) {
                 bare = false;
                 break;
@@ -666,7 +688,7 @@ fn writer(url: &str, mut client: Client, rx: &mpsc::Receiver<Box<dyn Write>>) {
             }
             continue;
         }
-        careful(&mut client, ops, &mut stmts, &mut stale, &mut later);
+        careful(&mut client, origin, ops, &mut stmts, &mut stale, &mut later);
     }
 }
 
@@ -674,6 +696,7 @@ fn writer(url: &str, mut client: Client, rx: &mpsc::Receiver<Box<dyn Write>>) {
 /// deadlock goes to `later`.
 fn careful(
     client: &mut Client,
+    origin: &str,
     ops: Vec<Box<dyn Write>>,
     stmts: &mut Statements,
     stale: &mut bool,
@@ -693,7 +716,7 @@ fn careful(
     let (mut events, mut notices) = (Vec::new(), Vec::new());
     let mut done: Vec<Done> = Vec::with_capacity(ops.len());
     for op in ops {
-        let mut db = Db { tx: &mut tx, stmts, notices: &mut notices };
+        let mut db = Db { tx: &mut tx, stmts, notices: &mut notices, origin };
         match op.apply(&mut db, &mut events) {
             Ok(d) => done.push(d),
             Err(again) => later.push(again),
@@ -768,6 +791,21 @@ fn pushed(db: &mut Db<'_, '_>, e: Event, events: &mut Vec<Event>) {
     events.push(e);
 }
 
+/// The event a statement that appends one to the trail wrote (its `RETURNING seq`), told like [`pushed`];
+/// `false` when it wrote nothing.
+fn pushed_row(
+    db: &mut Db<'_, '_>,
+    row: Option<Row>,
+    (job, attempt): (&str, u32),
+    (kind, data): (EventKind, String),
+    at_ms: u64,
+    events: &mut Vec<Event>,
+) -> bool {
+    let Some(r) = row else { return false };
+    pushed(db, Event { job: job.to_owned(), seq: to_u64(r.get(0)), kind, data, at_ms, attempt }, events);
+    true
+}
+
 /// Lock the job's row and return its status and tenant.
 fn lock_job(db: &mut Db<'_, '_>, job: &str) -> Result<Option<(Status, String)>, StoreError> {
     let row = db.opt("SELECT status, tenant FROM jobs WHERE id = $1 FOR UPDATE", &[&job])?;
@@ -817,9 +855,17 @@ fn create(db: &mut Db<'_, '_>, job: &NewJob, events: &mut Vec<Event>) -> Result<
         }
     }
     let labels = serde_json::to_string(&job.labels).map_err(|e| corrupt(format!("job {}", job.id), e.to_string()))?;
-    db.execute(
-        "INSERT INTO jobs (id, tenant, status, goal, spec, spec_hash, labels, created_ms, updated_ms, traceparent)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
+    // The row and its `created` event (the trail's first) in one statement.
+    let (kind, data) = payload::created();
+    let row = db.opt(
+        "WITH j AS (
+             INSERT INTO jobs (id, tenant, status, goal, spec, spec_hash, labels, created_ms, updated_ms,
+                 traceparent, last_seq)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, 1)
+             RETURNING id)
+         INSERT INTO events (job, seq, kind, data, at_ms, attempt)
+         SELECT id, 1, $10, $11, $8, 0 FROM j
+         RETURNING seq",
         &[
             &job.id,
             &job.tenant,
@@ -830,16 +876,20 @@ fn create(db: &mut Db<'_, '_>, job: &NewJob, events: &mut Vec<Event>) -> Result<
             &labels,
             &to_i64(job.now_ms),
             &job.traceparent,
+            &kind.as_str(),
+            &data,
         ],
     )?;
+    if !pushed_row(db, row, (&job.id, 0), (kind, data), job.now_ms, events) {
+        return Err(corrupt(format!("job {}", job.id), "a job inserted and not there"));
+    }
     for (k, v) in &job.labels {
         db.execute(
             "INSERT INTO labels (job, key, value) VALUES ($1, $2, $3)",
             &[&job.id, &k.as_bytes(), &v.as_bytes()],
         )?;
     }
-    push_event(db, &job.id, 0, payload::created(), job.now_ms, events)?;
-    db.notify(&serde_json::json!({"t": "claimable"}));
+    db.doorbell();
     Ok(Admission::Created)
 }
 
@@ -881,6 +931,18 @@ macro_rules! job_select {
     };
 }
 
+/// A job's columns (as [`job_from`] reads them), then whether its lease expired and its open runs.
+macro_rules! claim_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, seq, tenant, status, spec, goal, labels, created_ms, updated_ms, attempts, cycles, cancel, \
+             components, context_hash, result, traceparent, lease_expires IS NULL OR lease_expires < now(), \
+             open_runs FROM jobs ",
+            $tail
+        )
+    };
+}
+
 fn load_answers_db(db: &mut Db<'_, '_>, id: &str) -> Result<BTreeMap<String, String>, StoreError> {
     let rows = db.query("SELECT id, answer FROM questions WHERE job = $1 AND answer IS NOT NULL", &[&id])?;
     answers_from(&rows, id)
@@ -899,23 +961,20 @@ fn claim(db: &mut Db<'_, '_>, req: &ClaimRequest, events: &mut Vec<Event>) -> Re
     loop {
         // The candidate, locked; rows another transaction holds are skipped, never waited for.
         let row = match &req.job {
-            Some(id) => db.opt(
-                "SELECT id, lease_expires IS NULL OR lease_expires < now(), open_runs FROM jobs WHERE id = $1
-                 FOR UPDATE SKIP LOCKED",
-                &[id],
-            )?,
+            Some(id) => db.opt(claim_select!("WHERE id = $1 FOR UPDATE SKIP LOCKED"), &[id])?,
             None => db.opt(
-                "SELECT id, lease_expires IS NULL OR lease_expires < now(), open_runs FROM jobs
-                 WHERE status = 'queued' OR (status = 'running' AND (lease_expires IS NULL OR lease_expires < now()))
-                 ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED",
+                claim_select!(
+                    "WHERE status IN ('queued', 'running')
+                         AND (status = 'queued' OR lease_expires IS NULL OR lease_expires < now())
+                     ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED"
+                ),
                 &[],
             )?,
         };
         let Some(row) = row else { return Ok(None) };
-        let (id, expired, open_runs): (String, bool, i32) = (row.get(0), row.get(1), row.get(2));
-        let Some(record) = db.opt(job_select!("WHERE id = $1"), &[&id])?.map(|r| job_from(&r)).transpose()? else {
-            return Ok(None);
-        };
+        let (expired, open_runs): (bool, i32) = (row.get(16), row.get(17));
+        let record = job_from(&row)?;
+        let id = record.id.clone();
         if !rules::claimable(record.status, expired) {
             return Ok(None);
         }
@@ -930,10 +989,18 @@ fn claim(db: &mut Db<'_, '_>, req: &ClaimRequest, events: &mut Vec<Event>) -> Re
             continue;
         }
         let lease = Lease { token: rules::new_token(), attempt: record.attempts + 1 };
-        db.execute(
-            "UPDATE jobs SET status = 'running', attempts = $2, open_runs = open_runs + 1, lease_owner = $3,
-                 lease_token = $4, lease_expires = now() + $5::FLOAT8 * interval '1 millisecond', updated_ms = $6
-             WHERE id = $1",
+        // The lease and the `started` event in one statement.
+        let (kind, data) = payload::started(lease.attempt, &req.owner);
+        let row = db.opt(
+            "WITH j AS (
+                 UPDATE jobs SET status = 'running', attempts = $2, open_runs = open_runs + 1, lease_owner = $3,
+                     lease_token = $4, lease_expires = now() + $5::FLOAT8 * interval '1 millisecond',
+                     updated_ms = $6, last_seq = last_seq + 1
+                 WHERE id = $1
+                 RETURNING last_seq)
+             INSERT INTO events (job, seq, kind, data, at_ms, attempt)
+             SELECT $1, last_seq, $7, $8, $6, $2 FROM j
+             RETURNING seq",
             &[
                 &id,
                 &to_i32(lease.attempt),
@@ -941,9 +1008,13 @@ fn claim(db: &mut Db<'_, '_>, req: &ClaimRequest, events: &mut Vec<Event>) -> Re
                 &lease.token,
                 &(f64::from(u32::try_from(req.lease_ms).unwrap_or(u32::MAX))),
                 &to_i64(req.now_ms),
+                &kind.as_str(),
+                &data,
             ],
         )?;
-        push_event(db, &id, lease.attempt, payload::started(lease.attempt, &req.owner), req.now_ms, events)?;
+        if !pushed_row(db, row, (&id, lease.attempt), (kind, data), req.now_ms, events) {
+            return Err(corrupt(format!("job {id}"), "a claimed job's row is gone"));
+        }
         let mut record = record;
         record.status = Status::Running;
         record.attempts = lease.attempt;
@@ -958,10 +1029,14 @@ fn begin(
     lease: &Lease,
     components: &BTreeMap<String, String>,
 ) -> Result<(), StoreError> {
-    fence(db, id, lease)?;
     let text = serde_json::to_string(components).map_err(|e| corrupt(format!("job {id}"), e.to_string()))?;
-    db.execute("UPDATE jobs SET components = $2 WHERE id = $1", &[&id, &text])?;
-    Ok(())
+    // The fence and the write in one statement: no row updated, no lease.
+    match db
+        .execute("UPDATE jobs SET components = $2 WHERE id = $1 AND lease_token = $3", &[&id, &text, &lease.token])?
+    {
+        0 => Err(StoreError::LeaseLost(id.to_owned())),
+        _ => Ok(()),
+    }
 }
 
 fn renew(db: &mut Db<'_, '_>, id: &str, lease: &Lease, lease_ms: u64) -> Result<Renewal, StoreError> {
@@ -985,42 +1060,54 @@ fn record_cycles(
     now_ms: u64,
     events: &mut Vec<Event>,
 ) -> Result<(), StoreError> {
-    // The common case, one cycle that asks nothing, in one statement: under the token check, move `cycles`
-    // and take the next position, then insert the event.
-    if let [only] = cycles
-        && only.questions.is_empty()
+    // The common case, consecutive cycles that ask nothing, none recorded yet, in one statement: under the
+    // token check, move `cycles` and take the next positions, then insert the events in order.
+    let (first, last) = (cycles.first().map(|c| c.cycle), cycles.last().map(|c| c.cycle));
+    let consecutive = cycles.windows(2).all(|w| w[0].cycle.checked_add(1) == Some(w[1].cycle));
+    if let (Some(first), Some(last)) = (first, last)
+        && consecutive
+        && cycles.iter().all(|c| c.questions.is_empty())
     {
-        let row = db.opt(
+        let traces: Vec<&str> = cycles.iter().map(|c| c.trace.as_str()).collect();
+        let count = i64::try_from(cycles.len()).unwrap_or(i64::MAX);
+        let rows = db.query(
             "WITH j AS (
-                 UPDATE jobs SET cycles = $2, updated_ms = $3, last_seq = last_seq + 1
-                 WHERE id = $1 AND lease_token = $4 AND cycles < $2
+                 UPDATE jobs SET cycles = $2, updated_ms = $3, last_seq = last_seq + $8
+                 WHERE id = $1 AND lease_token = $4 AND cycles < $9
                  RETURNING last_seq)
              INSERT INTO events (job, seq, kind, data, at_ms, attempt)
-             SELECT $1, last_seq, $5, $6, $3, $7 FROM j
+             SELECT $1, j.last_seq - $8 + t.n, $5, t.data, $3, $7
+             FROM j, unnest($6::TEXT[]) WITH ORDINALITY AS t(data, n)
              RETURNING seq",
             &[
                 &id,
-                &to_i32(only.cycle),
+                &to_i32(last),
                 &to_i64(now_ms),
                 &lease.token,
                 &EventKind::Cycle.as_str(),
-                &only.trace,
+                &traces,
                 &to_i32(lease.attempt),
+                &count,
+                &to_i32(first),
             ],
         )?;
-        if let Some(r) = row {
-            let e = Event {
-                job: id.to_owned(),
-                seq: to_u64(r.get(0)),
-                kind: EventKind::Cycle,
-                data: only.trace.clone(),
-                at_ms: now_ms,
-                attempt: lease.attempt,
-            };
-            pushed(db, e, events);
+        if !rows.is_empty() {
+            let mut seqs: Vec<u64> = rows.iter().map(|r| to_u64(r.get(0))).collect();
+            seqs.sort_unstable();
+            for (seq, c) in seqs.into_iter().zip(cycles) {
+                let e = Event {
+                    job: id.to_owned(),
+                    seq,
+                    kind: EventKind::Cycle,
+                    data: c.trace.clone(),
+                    at_ms: now_ms,
+                    attempt: lease.attempt,
+                };
+                pushed(db, e, events);
+            }
             return Ok(());
         }
-        // Nothing written: the lease is gone, or the cycle was recorded already. The general path tells which.
+        // Nothing written: the lease is gone, or a cycle was recorded already. The general path tells which.
     }
     let recorded = fence(db, id, lease)?;
     let fresh: Vec<&CycleRecord> = cycles.iter().filter(|r| to_i32(r.cycle) > recorded).collect();
@@ -1084,6 +1171,36 @@ fn finish(
     o: &Outcome,
     events: &mut Vec<Event>,
 ) -> Result<(), StoreError> {
+    // The common case in one statement: the run holds the lease of a job not ended; store the end, end the
+    // lease, take the next position and append the stop.
+    let (kind, data) = payload::stop(o);
+    let row = db.opt(
+        "WITH j AS (
+             UPDATE jobs SET status = $2, cycles = GREATEST(cycles, $3), context_hash = $4, result = $5,
+                 updated_ms = $6, open_runs = 0, lease_owner = NULL, lease_token = NULL, lease_expires = NULL,
+                 last_seq = last_seq + 1
+             WHERE id = $1 AND lease_token = $7 AND status IN ('queued', 'running', 'waiting')
+             RETURNING last_seq)
+         INSERT INTO events (job, seq, kind, data, at_ms, attempt)
+         SELECT $1, last_seq, $8, $9, $6, $10 FROM j
+         RETURNING seq",
+        &[
+            &id,
+            &o.status.as_str(),
+            &to_i32(o.cycles),
+            &o.context_hash,
+            &o.result,
+            &to_i64(o.now_ms),
+            &lease.token,
+            &kind.as_str(),
+            &data,
+            &to_i32(lease.attempt),
+        ],
+    )?;
+    if pushed_row(db, row, (id, lease.attempt), (kind, data), o.now_ms, events) {
+        return Ok(());
+    }
+    // Nothing written: the job ended already (a repeated end is no error), or the lease is gone.
     if lock_job(db, id)?.is_some_and(|(s, _)| s.is_terminal()) {
         return Ok(());
     }
@@ -1100,7 +1217,7 @@ fn release(db: &mut Db<'_, '_>, id: &str, lease: &Lease, now_ms: u64) -> Result<
          WHERE id = $1",
         &[&id, &to_i64(now_ms)],
     )?;
-    db.notify(&serde_json::json!({"t": "claimable"}));
+    db.doorbell();
     Ok(())
 }
 
@@ -1134,7 +1251,7 @@ fn answer(
     let resume = rules::resumes_on_answer(status, to_u64(open));
     if resume {
         set_status(db, id, Status::Queued, now_ms)?;
-        db.notify(&serde_json::json!({"t": "claimable"}));
+        db.doorbell();
     }
     Ok(AnswerOutcome::Recorded { resume })
 }
@@ -1157,7 +1274,7 @@ fn cancel(
     let requeue = rules::requeues_on_cancel(status);
     if requeue {
         set_status(db, id, Status::Queued, now_ms)?;
-        db.notify(&serde_json::json!({"t": "claimable"}));
+        db.doorbell();
     }
     push_event(db, id, 0, payload::cancel_requested(status), now_ms, events)?;
     db.notify(&serde_json::json!({"t": "cancel", "job": id}));
@@ -1341,7 +1458,7 @@ fn subscribe(url: &str) -> Result<Client, StoreError> {
 
 /// Deliver every notification on the channel to `on` (starting with `first`, already listening), reconnecting
 /// when the connection drops, until `stop`.
-fn listen(url: &str, stop: &AtomicBool, on: &OnNotice, first: Option<Client>) {
+fn listen(url: &str, origin: &str, stop: &AtomicBool, on: &OnNotice, first: Option<Client>) {
     let mut first = first;
     while !stop.load(Ordering::Acquire) {
         let mut client = match first.take().map_or_else(|| subscribe(url), Ok) {
@@ -1365,7 +1482,7 @@ fn listen(url: &str, stop: &AtomicBool, on: &OnNotice, first: Option<Client>) {
             };
             match next {
                 Some(Ok(payload)) => {
-                    if let Some(notice) = notice(&payload) {
+                    if let Some(notice) = notice(&payload, origin) {
                         on(&notice);
                     }
                 }
@@ -1383,8 +1500,9 @@ fn listen(url: &str, stop: &AtomicBool, on: &OnNotice, first: Option<Client>) {
     }
 }
 
-/// A notification's payload as a notice.
-fn notice(payload: &str) -> Option<Notice> {
+/// A notification's payload as a notice; `None` for one this process need not hear, as a doorbell it rang
+/// itself (`origin`): it queued those jobs' ids already, and claims them by id without scanning the queue.
+fn notice(payload: &str, origin: &str) -> Option<Notice> {
     let v: serde_json::Value = serde_json::from_str(payload).ok()?;
     let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
     match v.get("t")?.as_str()? {
@@ -1396,6 +1514,7 @@ fn notice(payload: &str) -> Option<Notice> {
             at_ms: 0,
             attempt: u32::try_from(v.get("attempt")?.as_u64()?).ok()?,
         })),
+        "claimable" if s("o").as_deref() == Some(origin) => None,
         "claimable" => Some(Notice::Claimable),
         "cancel" => Some(Notice::Cancel(s("job")?)),
         "tool" => Some(Notice::Tool { tenant: s("tenant")?, digest: s("digest")? }),
@@ -1421,10 +1540,10 @@ impl Store for PostgresStore {
                 None
             }
         };
-        let (url, stop) = (self.url.clone(), Arc::clone(&self.stop));
+        let (url, stop, origin) = (self.url.clone(), Arc::clone(&self.stop), Arc::clone(&self.origin));
         let spawned = std::thread::Builder::new()
             .name("converge-pg-listen".into())
-            .spawn(move || listen(&url, &stop, &on, first));
+            .spawn(move || listen(&url, &origin, &stop, &on, first));
         match spawned {
             Ok(t) => {
                 if let Ok(mut threads) = self.threads.lock() {

@@ -263,5 +263,5 @@ fn a_version_1_schema_is_migrated_and_its_trails_go_on_where_they_were() {
     );
     assert_eq!(store.job(None, "old").unwrap().unwrap().traceparent, None, "the column is back, empty");
     let version: i32 = admin.query_one("SELECT version FROM converge_schema", &[]).unwrap().get(0);
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
 }

@@ -103,11 +103,52 @@ struct Load {
     failed: usize,
     secs: f64,
     latencies: Vec<Duration>,
+    /// CPU time spent during the run, in clock ticks: the servers, the database's processes, this load generator.
+    cpu: [u64; 3],
+}
+
+/// CPU time (user + system, clock ticks) of every process whose name is `postgres`, with what their exited
+/// children used; of the given server processes; of this process.
+fn cpu_ticks(servers: &[u32]) -> [u64; 3] {
+    let ticks = |stat: &str, children: bool| -> u64 {
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+        // utime, stime, cutime, cstime are fields 14 to 17; `rest` starts at field 3.
+        let own = f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0);
+        if children { own + f.get(13).unwrap_or(&0) + f.get(14).unwrap_or(&0) } else { own }
+    };
+    let mut db = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let path = entry.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim() == "postgres" {
+            db += ticks(&std::fs::read_to_string(path.join("stat")).unwrap_or_default(), true);
+        }
+    }
+    let server = servers
+        .iter()
+        .map(|pid| ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default(), false))
+        .sum();
+    let me = ticks(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default(), false);
+    [server, db, me]
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`).
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 /// `conns` clients submitting whole jobs for `secs`, spread over `replicas`.
 fn load(replicas: &[&Replica], job: &[u8], secs: u64, conns: usize) -> Load {
     let stop = Arc::new(AtomicBool::new(false));
+    let pids: Vec<u32> = replicas.iter().map(|r| r.child.id()).collect();
+    let cpu_before = cpu_ticks(&pids);
     let start = Instant::now();
     let threads: Vec<_> = (0..conns)
         .map(|i| {
@@ -137,8 +178,10 @@ fn load(replicas: &[&Replica], job: &[u8], secs: u64, conns: usize) -> Load {
         failed += f;
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu_after = cpu_ticks(&pids);
+    let cpu = [0, 1, 2].map(|i| cpu_after[i].saturating_sub(cpu_before[i]));
     latencies.sort();
-    Load { jobs: latencies.len(), failed, secs, latencies }
+    Load { jobs: latencies.len(), failed, secs, latencies, cpu }
 }
 
 fn pct(sorted: &[Duration], q: f64) -> f64 {
@@ -267,8 +310,11 @@ fn row(name: &str, l: &Load, trips: Option<f64>) -> String {
     #[allow(clippy::cast_precision_loss)]
     let rate = l.jobs as f64 / l.secs;
     let trips = trips.map_or_else(|| "—".to_owned(), |t| format!("{t:.1}"));
+    #[allow(clippy::cast_precision_loss)]
+    let per_job = |t: u64| t as f64 * 1000.0 / clock_ticks() / l.jobs.max(1) as f64;
+    let [server, db, me] = l.cpu.map(per_job);
     format!(
-        "| {name} | {rate:.0} | {:.1} | {:.1} | {} | {trips} |",
+        "| {name} | {rate:.0} | {:.1} | {:.1} | {} | {trips} | {server:.2} / {db:.2} / {me:.2} |",
         pct(&l.latencies, 0.5),
         pct(&l.latencies, 0.99),
         l.failed
@@ -330,8 +376,10 @@ fn main() {
         rows.push(row("PostgreSQL, 2 replicas", &l, Some(trips)));
         notify = enqueue_to_start(&url2, &job_text, 200);
     }
-    println!("| store | jobs/s | p50 ms | p99 ms | failed | statements per job |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| store | jobs/s | p50 ms | p99 ms | failed | statements per job | CPU ms per job: servers / database / load |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for r in &rows {
         println!("{r}");
     }

@@ -103,21 +103,21 @@ impl Service {
             let job = if since >= poll {
                 None
             } else {
-                let wait = if idle { poll - since } else { Duration::ZERO };
+                let wait = if idle { poll.saturating_sub(since) } else { Duration::ZERO };
                 match self.queue.pop_timeout(wait) {
                     Err(()) => break,
                     Ok(id) => id.filter(|id| !id.is_empty()),
                 }
             };
-            let started = match job {
-                // `None`: another replica took it first (or holds its row this instant; the next look finds it).
-                Some(id) => self.claim(Some(id)),
-                None => {
-                    looked = Some(std::time::Instant::now());
-                    let started = self.claim(None);
-                    idle = started.is_none();
-                    started
-                }
+            // A job by id may come back `None`: another replica took it first (or holds its row this instant; the
+            // next look finds it).
+            let started = if let Some(id) = job {
+                self.claim(Some(id))
+            } else {
+                looked = Some(std::time::Instant::now());
+                let started = self.claim(None);
+                idle = started.is_none();
+                started
             };
             if let Some(started) = started {
                 self.run(started);

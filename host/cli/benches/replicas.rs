@@ -4,7 +4,11 @@
 //!
 //! ```text
 //! cargo bench -p converge --bench replicas [-- SECONDS CONNECTIONS [WORKERS]]
+//! CONVERGE_BENCH_BASELINE=path/to/another/converge cargo bench -p converge --bench replicas
 //! ```
+//!
+//! With `CONVERGE_BENCH_BASELINE`, the SQLite and one-replica rows are measured again with that build, last,
+//! in the same run.
 //!
 //! Real processes (`converge serve`, release build) and a throwaway PostgreSQL 15 with `fsync` and
 //! `synchronous_commit` on (SQLite runs with `synchronous = FULL`): the durability a user runs with. Each
@@ -36,7 +40,11 @@ impl Drop for Replica {
 }
 
 fn replica(dir: &Path, store: Option<&str>, owner: &str, workers: Option<usize>) -> Replica {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_converge"));
+    replica_of(Path::new(env!("CARGO_BIN_EXE_converge")), dir, store, owner, workers)
+}
+
+fn replica_of(bin: &Path, dir: &Path, store: Option<&str>, owner: &str, workers: Option<usize>) -> Replica {
+    let mut cmd = Command::new(bin);
     cmd.arg("serve")
         .args(["--addr", "127.0.0.1:0", "--queue", "100000", "--log-format", "json", "--owner", owner])
         .arg("--data")
@@ -375,6 +383,24 @@ fn main() {
         let trips = statements(&url2) as f64 / l.jobs.max(1) as f64;
         rows.push(row("PostgreSQL, 2 replicas", &l, Some(trips)));
         notify = enqueue_to_start(&url2, &job_text, 200);
+    }
+    // Another build of `converge` (`CONVERGE_BENCH_BASELINE=path`), run the same way in the same run, for a
+    // before and after on one machine.
+    if let Some(base) = std::env::var_os("CONVERGE_BENCH_BASELINE").map(PathBuf::from) {
+        {
+            let r = replica_of(&base, &dir, None, "base-sqlite", workers);
+            let _ = post(&r.addr, "/v1/jobs?wait=30", job).unwrap();
+            let l = load(&[&r], job, secs, conns);
+            rows.push(row("SQLite, 1 process (baseline build)", &l, None));
+        }
+        let url = pg.database("bench_base");
+        let r = replica_of(&base, &dir, Some(&url), "base-pg", workers);
+        let _ = post(&r.addr, "/v1/jobs?wait=30", job).unwrap();
+        reset_statements(&url);
+        let l = load(&[&r], job, secs, conns);
+        #[allow(clippy::cast_precision_loss)]
+        let trips = statements(&url) as f64 / l.jobs.max(1) as f64;
+        rows.push(row("PostgreSQL, 1 replica (baseline build)", &l, Some(trips)));
     }
     println!(
         "| store | jobs/s | p50 ms | p99 ms | failed | statements per job | CPU ms per job: servers / database / load |"

@@ -169,47 +169,49 @@ impl Service {
                 .spawn(move || svc.work())
                 .map_err(|e| ServiceError::Internal(format!("starting a worker: {e}")))?;
         }
-        let svc = Arc::downgrade(self);
         let every = (self.config.lease / 3).max(Duration::from_millis(10));
-        std::thread::Builder::new()
-            .name("converge-leases".into())
-            .spawn(move || {
-                while let Some(svc) = svc.upgrade() {
-                    svc.renew_leases();
-                    drop(svc);
-                    std::thread::sleep(every);
-                }
-            })
-            .map_err(|e| ServiceError::Internal(format!("starting the lease keeper: {e}")))?;
+        self.every("converge-leases", "the lease keeper", every, |svc| {
+            svc.renew_leases();
+            true
+        })?;
         if self.store.shared() {
-            let svc = Arc::downgrade(self);
-            std::thread::Builder::new()
-                .name("converge-cycles".into())
-                .spawn(move || {
-                    while let Some(svc) = svc.upgrade() {
-                        svc.flush_held_cycles();
-                        drop(svc);
-                        std::thread::sleep(crate::worker::LIVE_DELAY / 2);
-                    }
-                })
-                .map_err(|e| ServiceError::Internal(format!("starting the cycle flusher: {e}")))?;
+            self.every("converge-cycles", "the cycle flusher", crate::worker::LIVE_DELAY / 2, |svc| {
+                svc.flush_held_cycles();
+                true
+            })?;
         }
+        self.every("converge-rescan", "the rescanner", self.config.rescan, |svc| {
+            if svc.queue.is_closed() {
+                return false;
+            }
+            svc.rescan();
+            true
+        })?;
+        Ok(n)
+    }
+
+    /// A thread named `name` that calls `f` every `period` while the service lives and `f` returns `true`.
+    fn every(
+        self: &Arc<Self>,
+        name: &str,
+        what: &str,
+        period: Duration,
+        f: impl Fn(&Self) -> bool + Send + 'static,
+    ) -> Result<(), ServiceError> {
         let svc = Arc::downgrade(self);
-        let every = self.config.rescan;
         std::thread::Builder::new()
-            .name("converge-rescan".into())
+            .name(name.to_owned())
             .spawn(move || {
                 while let Some(svc) = svc.upgrade() {
-                    if svc.queue.is_closed() {
+                    if !f(&svc) {
                         break;
                     }
-                    svc.rescan();
                     drop(svc);
-                    std::thread::sleep(every);
+                    std::thread::sleep(period);
                 }
             })
-            .map_err(|e| ServiceError::Internal(format!("starting the rescanner: {e}")))?;
-        Ok(n)
+            .map(drop)
+            .map_err(|e| ServiceError::Internal(format!("starting {what}: {e}")))
     }
 
     /// Stop taking jobs from the queue; running jobs are left to the next start (or, on a shared store, to any

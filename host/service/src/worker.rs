@@ -262,16 +262,19 @@ impl Service {
         wait(self.store.finish(id, lease, outcome))
     }
 
+    /// The runs in flight now, by job.
+    fn runs(&self) -> Vec<(String, Arc<Run>)> {
+        self.running
+            .lock()
+            .map(|r| r.iter().map(|(id, run)| (id.clone(), Arc::clone(run))).collect())
+            .unwrap_or_default()
+    }
+
     /// Write the cycles a run has held for [`LIVE_DELAY`] or longer: on a shared store whoever follows a job
     /// through another replica sees its cycles that much later at most, and a short job's cycles are written in
     /// one statement with its end.
     pub(crate) fn flush_held_cycles(&self) {
-        let runs: Vec<(String, Arc<Run>)> = self
-            .running
-            .lock()
-            .map(|r| r.iter().map(|(id, run)| (id.clone(), Arc::clone(run))).collect())
-            .unwrap_or_default();
-        for (id, run) in runs {
+        for (id, run) in self.runs() {
             drop(run.flush(self.store.as_ref(), &id, Some(LIVE_DELAY)));
         }
     }
@@ -279,13 +282,8 @@ impl Service {
     /// Renew the lease of every run in flight, once; stop a run whose lease is gone, cancel one a client
     /// cancelled (perhaps through another replica).
     pub(crate) fn renew_leases(&self) {
-        let runs: Vec<(String, Arc<Run>)> = self
-            .running
-            .lock()
-            .map(|r| r.iter().map(|(id, run)| (id.clone(), Arc::clone(run))).collect())
-            .unwrap_or_default();
         let lease_ms = u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX);
-        for (id, run) in runs {
+        for (id, run) in self.runs() {
             match wait(self.store.renew(&id, &run.lease, lease_ms, now_ms())) {
                 Ok(r) if !r.held => {
                     tracing::warn!(job = %id, "lease lost at renewal; stopping the run");

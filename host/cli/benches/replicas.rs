@@ -314,6 +314,21 @@ fn enqueue_to_start(url: &str, job: &str, n: usize) -> Vec<u64> {
     out
 }
 
+/// One measured phase: a job through each replica to warm it, the statement counters reset (`url`, a
+/// PostgreSQL store), then the load. Returns the table's row and the load.
+fn phase(replicas: &[&Replica], url: Option<&str>, name: &str, job: &[u8], secs: u64, conns: usize) -> (String, Load) {
+    for r in replicas {
+        let _ = post(&r.addr, "/v1/jobs?wait=30", job).unwrap();
+    }
+    if let Some(url) = url {
+        reset_statements(url);
+    }
+    let l = load(replicas, job, secs, conns);
+    #[allow(clippy::cast_precision_loss)]
+    let trips = url.map(|url| statements(url) as f64 / l.jobs.max(1) as f64);
+    (row(name, &l, trips), l)
+}
+
 fn row(name: &str, l: &Load, trips: Option<f64>) -> String {
     #[allow(clippy::cast_precision_loss)]
     let rate = l.jobs as f64 / l.secs;
@@ -354,20 +369,14 @@ fn main() {
 
     {
         let r = replica(&dir, None, "sqlite", workers);
-        let _ = post(&r.addr, "/v1/jobs?wait=30", job).unwrap();
-        let l = load(&[&r], job, secs, conns);
-        rows.push(row("SQLite, 1 process", &l, None));
+        rows.push(phase(&[&r], None, "SQLite, 1 process", job, secs, conns).0);
     }
     let url1 = pg.database("bench_one");
     let top;
     {
         let r = replica(&dir, Some(&url1), "pg-one", workers);
-        let _ = post(&r.addr, "/v1/jobs?wait=30", job).unwrap();
-        reset_statements(&url1);
-        let l = load(&[&r], job, secs, conns);
-        #[allow(clippy::cast_precision_loss)]
-        let trips = statements(&url1) as f64 / l.jobs.max(1) as f64;
-        rows.push(row("PostgreSQL, 1 replica", &l, Some(trips)));
+        let (line, l) = phase(&[&r], Some(&url1), "PostgreSQL, 1 replica", job, secs, conns);
+        rows.push(line);
         top = top_statements(&url1, l.jobs);
     }
     let url2 = pg.database("bench_two");
@@ -375,13 +384,7 @@ fn main() {
     {
         let a = replica(&dir, Some(&url2), "pg-a", workers);
         let b = replica(&dir, Some(&url2), "pg-b", workers);
-        let _ = post(&a.addr, "/v1/jobs?wait=30", job).unwrap();
-        let _ = post(&b.addr, "/v1/jobs?wait=30", job).unwrap();
-        reset_statements(&url2);
-        let l = load(&[&a, &b], job, secs, conns);
-        #[allow(clippy::cast_precision_loss)]
-        let trips = statements(&url2) as f64 / l.jobs.max(1) as f64;
-        rows.push(row("PostgreSQL, 2 replicas", &l, Some(trips)));
+        rows.push(phase(&[&a, &b], Some(&url2), "PostgreSQL, 2 replicas", job, secs, conns).0);
         notify = enqueue_to_start(&url2, &job_text, 200);
     }
     // Another build of `converge` (`CONVERGE_BENCH_BASELINE=path`), run the same way in the same run, for a
@@ -389,18 +392,11 @@ fn main() {
     if let Some(base) = std::env::var_os("CONVERGE_BENCH_BASELINE").map(PathBuf::from) {
         {
             let r = replica_of(&base, &dir, None, "base-sqlite", workers);
-            let _ = post(&r.addr, "/v1/jobs?wait=30", job).unwrap();
-            let l = load(&[&r], job, secs, conns);
-            rows.push(row("SQLite, 1 process (baseline build)", &l, None));
+            rows.push(phase(&[&r], None, "SQLite, 1 process (baseline build)", job, secs, conns).0);
         }
         let url = pg.database("bench_base");
         let r = replica_of(&base, &dir, Some(&url), "base-pg", workers);
-        let _ = post(&r.addr, "/v1/jobs?wait=30", job).unwrap();
-        reset_statements(&url);
-        let l = load(&[&r], job, secs, conns);
-        #[allow(clippy::cast_precision_loss)]
-        let trips = statements(&url) as f64 / l.jobs.max(1) as f64;
-        rows.push(row("PostgreSQL, 1 replica (baseline build)", &l, Some(trips)));
+        rows.push(phase(&[&r], Some(&url), "PostgreSQL, 1 replica (baseline build)", job, secs, conns).0);
     }
     println!(
         "| store | jobs/s | p50 ms | p99 ms | failed | statements per job | CPU ms per job: servers / database / load |"

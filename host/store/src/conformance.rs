@@ -7,9 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs, clippy::missing_panics_doc)]
 
 use crate::records::{
-    Admission, AnswerOutcome, CancelOutcome, ClaimRequest, CycleRecord, Decision, Event, EventKind, ListFilter, NewJob,
-    NewQuestion, NewTool, Outcome, Park, ReviewOutcome, ReviewRecord, Started, SubmissionOutcome, ToolHistory,
-    ToolStatus,
+    Admission, AnswerOutcome, CancelOutcome, ClaimRequest, CycleRecord, Decision, Event, EventKind, Lease, ListFilter,
+    NewJob, NewQuestion, NewRun, NewTool, Outcome, Park, ReviewOutcome, ReviewRecord, Started, SubmissionOutcome,
+    ToolHistory, ToolStatus,
 };
 use crate::tool::{Manifest, Report, ToolLimits, Verdict};
 use crate::{OnCommit, Store, wait};
@@ -70,6 +70,9 @@ macro_rules! conformance_tests {
             a_renewal_extends_the_lease_and_tells_of_a_cancel,
             free_text_is_kept_byte_for_byte,
             the_trace_context_travels_with_the_job,
+            a_run_stored_whole_reads_as_one_stored_step_by_step,
+            a_run_stored_while_it_runs_holds_its_lease,
+            a_run_stored_waiting_takes_answers,
         );
     };
     (@cases $open:expr; $($case:ident),* $(,)?) => {
@@ -648,4 +651,111 @@ pub fn the_trace_context_travels_with_the_job(open: Open) {
     assert_eq!(start(&*s, "j1", 5).record.traceparent.as_deref(), Some(traced));
     // Never in the trail.
     assert!(s.events("j1", 0).unwrap().iter().all(|e| !e.data.contains("4bf92f35")));
+}
+
+/// A run of `job` that started at `started_ms` before the job was stored, with `cycles` and `stop`.
+fn new_run(cycles: Vec<CycleRecord>, stop: Option<Outcome>, now_ms: u64) -> NewRun {
+    NewRun {
+        owner: "replica-a".into(),
+        lease: Lease { token: crate::rules::new_token(), attempt: 1 },
+        lease_ms: 60_000,
+        started_ms: 2,
+        components: BTreeMap::from([("agent-a".to_owned(), "d1".to_owned())]),
+        cycles,
+        stop,
+        now_ms,
+    }
+}
+
+/// What a job's record and trail say, without the times of the writes: status, cycles, attempts, components,
+/// result, and each event's sequence number, kind, attempt and payload.
+type Written = (Status, u32, u32, BTreeMap<String, String>, Option<String>, Vec<(u64, EventKind, u32, String)>);
+
+fn written(s: &dyn Store, id: &str) -> Written {
+    let r = s.job(None, id).unwrap().unwrap();
+    let trail = s.events(id, 0).unwrap().into_iter().map(|e| (e.seq, e.kind, e.attempt, e.data)).collect();
+    (r.status, r.cycles, r.attempts, r.components, r.result, trail)
+}
+
+pub fn a_run_stored_whole_reads_as_one_stored_step_by_step(open: Open) {
+    let seen: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let sink = Arc::clone(&seen);
+    let s = open(
+        "a_run_stored_whole_reads_as_one_stored_step_by_step",
+        Some(Arc::new(move |e| sink.lock().unwrap().push(e.clone()))),
+    );
+    // Step by step.
+    create(&*s, "j1", 1);
+    let lease = start(&*s, "j1", 2).lease;
+    let components = BTreeMap::from([("agent-a".to_owned(), "d1".to_owned())]);
+    wait(s.begin("j1", &lease, components, 2)).unwrap();
+    wait(s.cycles("j1", &lease, vec![cycle(1, &[]), cycle(2, &[])], 3)).unwrap();
+    wait(s.finish("j1", &lease, outcome(Status::Converged, 2, 4))).unwrap();
+    // Whole.
+    let run = new_run(vec![cycle(1, &[]), cycle(2, &[])], Some(outcome(Status::Converged, 2, 4)), 4);
+    assert_eq!(wait(s.create_run(job("j2", T, None, "{}", 1), run.clone())).unwrap(), Admission::Created);
+    let (step, whole) = (written(&*s, "j1"), written(&*s, "j2"));
+    assert_eq!(whole, step, "the same record and trail");
+    assert_eq!(whole.0, Status::Converged);
+    assert_eq!(
+        whole.5.iter().map(|e| e.1).collect::<Vec<_>>(),
+        [EventKind::Created, EventKind::Started, EventKind::Cycle, EventKind::Cycle, EventKind::End]
+    );
+    let r = s.job(Some(T), "j2").unwrap().unwrap();
+    assert_eq!((r.created_ms, r.context_hash.as_deref()), (1, Some("hash-converged-2")));
+    assert!(s.unfinished().unwrap().iter().all(|id| id != "j2"), "ended: nothing to resume");
+    // Every event published after the commit, the end last.
+    for _ in 0..500 {
+        if seen.lock().unwrap().iter().filter(|e| e.job == "j2").count() >= 5 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let heard: Vec<(u64, EventKind)> =
+        seen.lock().unwrap().iter().filter(|e| e.job == "j2").map(|e| (e.seq, e.kind)).collect();
+    assert_eq!(heard, whole.5.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>());
+    // A key that names another job: nothing of the run is stored.
+    assert_eq!(wait(s.create_job(job("j3", T, Some("k"), "{}", 5))).unwrap(), Admission::Created);
+    let again = wait(
+        s.create_run(job("j4", T, Some("k"), "{}", 6), new_run(vec![], Some(outcome(Status::Converged, 0, 6)), 6)),
+    );
+    assert_eq!(again.unwrap(), Admission::Existing { id: "j3".into(), status: Status::Queued });
+    assert!(s.job(None, "j4").unwrap().is_none());
+}
+
+pub fn a_run_stored_while_it_runs_holds_its_lease(open: Open) {
+    let s = open("a_run_stored_while_it_runs_holds_its_lease", None);
+    let run = new_run(vec![cycle(1, &[])], None, 3);
+    assert_eq!(wait(s.create_run(job("j1", T, None, "{}", 1), run.clone())).unwrap(), Admission::Created);
+    let r = s.job(None, "j1").unwrap().unwrap();
+    assert_eq!((r.status, r.cycles, r.attempts), (Status::Running, 1, 1));
+    assert!(wait(s.claim(request(Some("j1"), 4))).unwrap().is_none(), "held under the run's lease");
+    let renewal = wait(s.renew("j1", &run.lease, 60_000, 4)).unwrap();
+    assert!(renewal.held && !renewal.cancel_requested);
+    let stranger = Lease { token: crate::rules::new_token(), attempt: 1 };
+    assert!(matches!(wait(s.cycles("j1", &stranger, vec![cycle(2, &[])], 5)), Err(crate::StoreError::LeaseLost(_))));
+    // The run goes on under its lease.
+    wait(s.cycles("j1", &run.lease, vec![cycle(1, &[]), cycle(2, &[])], 5)).unwrap();
+    wait(s.finish("j1", &run.lease, outcome(Status::Converged, 2, 6))).unwrap();
+    assert_eq!(
+        kinds(&*s, "j1"),
+        [EventKind::Created, EventKind::Started, EventKind::Cycle, EventKind::Cycle, EventKind::End]
+    );
+    // A run stored while it ran and given back: the job is claimable again, as its second attempt.
+    let run = new_run(vec![], None, 7);
+    wait(s.create_run(job("j2", T, None, "{}", 7), run.clone())).unwrap();
+    wait(s.release("j2", &run.lease, 8)).unwrap();
+    assert_eq!(start(&*s, "j2", 9).lease.attempt, 2);
+}
+
+pub fn a_run_stored_waiting_takes_answers(open: Open) {
+    let s = open("a_run_stored_waiting_takes_answers", None);
+    let run = new_run(vec![cycle(1, &["q1"]), cycle(2, &[])], Some(outcome(Status::Waiting, 2, 3)), 3);
+    wait(s.create_run(job("j1", T, None, "{}", 1), run)).unwrap();
+    let r = s.job(None, "j1").unwrap().unwrap();
+    assert_eq!((r.status, r.context_hash.as_deref()), (Status::Waiting, Some("hash-waiting-2")));
+    assert_eq!(kinds(&*s, "j1").last(), Some(&EventKind::Waiting));
+    assert_eq!(wait(s.answer(T, "j1", "q1", "yes", 4)).unwrap(), AnswerOutcome::Recorded { resume: true });
+    let started = start(&*s, "j1", 5);
+    assert_eq!((started.lease.attempt, started.answers.get("q1").map(String::as_str)), (2, Some("yes")));
 }

@@ -32,8 +32,8 @@ pub mod conformance;
 pub use postgres::PostgresStore;
 pub use records::{
     Admission, AnswerOutcome, CancelOutcome, ClaimRequest, CycleRecord, Decision, Event, EventKind, JobRecord,
-    JobSummary, Lease, ListFilter, NewJob, NewQuestion, NewTool, Outcome, Park, Renewal, ReviewOutcome, ReviewRecord,
-    Started, SubmissionOutcome, ToolEvent, ToolHistory, ToolRecord, ToolStatus,
+    JobSummary, Lease, ListFilter, NewJob, NewQuestion, NewRun, NewTool, Outcome, Park, Renewal, ReviewOutcome,
+    ReviewRecord, Started, SubmissionOutcome, ToolEvent, ToolHistory, ToolRecord, ToolStatus,
 };
 pub use sqlite::SqliteStore;
 pub use tool::{Expect, ImportCheck, Manifest, ManifestError, Report, TestCase, TestReport, ToolLimits, Verdict};
@@ -140,6 +140,12 @@ pub trait Store: Send + Sync {
 
     /// Admit a job (queued), honouring its idempotency key.
     fn create_job(&self, job: NewJob) -> Reply<Admission>;
+    /// Store a job and a run of it that started before anything was stored (see [`NewRun`]), in one write: the
+    /// job as [`Store::create_job`] admits it, claimed under `run.lease` (its `started` event), its components,
+    /// its cycles, and — with `run.stop` — its stop, as [`Store::park`] or [`Store::finish`] would store it.
+    /// The trail and the record are those of the same run written step by step. A job with an idempotency key
+    /// that names another job stores nothing and returns that admission.
+    fn create_run(&self, job: NewJob, run: NewRun) -> Reply<Admission>;
     /// Claim a job to run: the one named, or the oldest claimable one — queued, or running under a lease that
     /// expired. The job becomes `running` under a fresh [`Lease`]; a `started` event records the attempt. A job
     /// whose last [`ClaimRequest::max_attempts`] runs ended without a stop is ended instead (`agent_failed`,

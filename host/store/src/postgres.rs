@@ -30,8 +30,8 @@
 
 use crate::records::{
     Admission, AnswerOutcome, CancelOutcome, ClaimRequest, CycleRecord, Decision, Event, EventKind, JobRecord,
-    JobSummary, Lease, ListFilter, NewJob, NewTool, Outcome, Park, Renewal, ReviewOutcome, ReviewRecord, Started,
-    ToolEvent, ToolHistory, ToolRecord, ToolStatus,
+    JobSummary, Lease, ListFilter, NewJob, NewRun, NewTool, Outcome, Park, Renewal, ReviewOutcome, ReviewRecord,
+    Started, ToolEvent, ToolHistory, ToolRecord, ToolStatus,
 };
 use crate::rules::{self, payload};
 use crate::tool::{Manifest, Report, Verdict};
@@ -957,7 +957,13 @@ fn answers_from(rows: &[Row], job: &str) -> Result<BTreeMap<String, String>, Sto
     Ok(out)
 }
 
-fn claim(db: &mut Db<'_, '_>, req: &ClaimRequest, events: &mut Vec<Event>) -> Result<Option<Started>, StoreError> {
+/// Claim under a fresh lease, or under `token` (a run that started before its job was stored).
+fn claim(
+    db: &mut Db<'_, '_>,
+    req: &ClaimRequest,
+    token: Option<&str>,
+    events: &mut Vec<Event>,
+) -> Result<Option<Started>, StoreError> {
     loop {
         // The candidate, locked; rows another transaction holds are skipped, never waited for.
         let row = match &req.job {
@@ -988,7 +994,7 @@ fn claim(db: &mut Db<'_, '_>, req: &ClaimRequest, events: &mut Vec<Event>) -> Re
             }
             continue;
         }
-        let lease = Lease { token: rules::new_token(), attempt: record.attempts + 1 };
+        let lease = Lease { token: token.map_or_else(rules::new_token, str::to_owned), attempt: record.attempts + 1 };
         // The lease and the `started` event in one statement.
         let (kind, data) = payload::started(lease.attempt, &req.owner);
         let row = db.opt(
@@ -1021,6 +1027,38 @@ fn claim(db: &mut Db<'_, '_>, req: &ClaimRequest, events: &mut Vec<Event>) -> Re
         let answers = load_answers_db(db, &id)?;
         return Ok(Some(Started { record, answers, lease }));
     }
+}
+
+/// A job and a run that started before it was stored, in one write: the same steps as the run written one by
+/// one.
+fn create_run(
+    db: &mut Db<'_, '_>,
+    job: &NewJob,
+    run: &NewRun,
+    events: &mut Vec<Event>,
+) -> Result<Admission, StoreError> {
+    let admission = create(db, job, events)?;
+    if admission != Admission::Created {
+        return Ok(admission);
+    }
+    let id = job.id.as_str();
+    let req = rules::run_claim(job, run);
+    match claim(db, &req, Some(&run.lease.token), events)? {
+        Some(started) if started.lease == run.lease => {}
+        _ => return Err(corrupt(format!("job {id}"), "a job stored with its run could not be claimed by it")),
+    }
+    begin(db, id, &run.lease, &run.components)?;
+    if !run.cycles.is_empty() {
+        record_cycles(db, id, &run.lease, &run.cycles, run.now_ms, events)?;
+    }
+    match &run.stop {
+        None => {}
+        Some(o) if o.status == Status::Waiting => {
+            park(db, id, &run.lease, &[], o, events)?;
+        }
+        Some(o) => finish(db, id, &run.lease, o, events)?,
+    }
+    Ok(Admission::Created)
 }
 
 fn begin(
@@ -1562,9 +1600,14 @@ impl Store for PostgresStore {
         self.send(key, move |db, ev| create(db, &job, ev))
     }
 
+    fn create_run(&self, job: NewJob, run: NewRun) -> Reply<Admission> {
+        // Keyed as the job's later writes are, so they are applied after it.
+        self.send(key_of("job", &job.id), move |db, ev| create_run(db, &job, &run, ev))
+    }
+
     fn claim(&self, request: ClaimRequest) -> Reply<Option<Started>> {
         let key = request.job.as_deref().map_or_else(|| key_of("claim", ""), |id| key_of("job", id));
-        self.send(key, move |db, ev| claim(db, &request, ev))
+        self.send(key, move |db, ev| claim(db, &request, None, ev))
     }
 
     fn begin(&self, id: &str, lease: &Lease, components: BTreeMap<String, String>, _now_ms: u64) -> Reply<()> {

@@ -218,6 +218,30 @@ pub struct ClaimRequest {
     pub now_ms: u64,
 }
 
+/// A run of a job that was not stored yet when it started: the client waits for its result (`?wait=`), so
+/// nothing was promised before its stop. [`Store::create_run`](crate::Store::create_run) stores the job, its
+/// claim under this run's lease, and what the run did, in one write.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// Who runs it (stored with the lease, for operators).
+    pub owner: String,
+    /// The run's lease: attempt 1, a token the service drew.
+    pub lease: Lease,
+    /// How long the lease holds without a renewal (while the job still runs).
+    pub lease_ms: u64,
+    /// Unix ms when the run started.
+    pub started_ms: u64,
+    /// The components the run uses (names and digests).
+    pub components: BTreeMap<String, String>,
+    /// The cycles it ran so far, in order.
+    pub cycles: Vec<CycleRecord>,
+    /// Where it stopped: an end, or `waiting` for answers (the job has none yet: nobody knew it). `None`: it
+    /// still runs, under `lease`, and its later writes are fenced by it.
+    pub stop: Option<Outcome>,
+    /// Unix ms of this write.
+    pub now_ms: u64,
+}
+
 /// A claimed job: a worker's start of it.
 #[derive(Debug, Clone)]
 pub struct Started {

@@ -3,7 +3,9 @@
 //! fresh start resumes, and the payload of each audit event. A backend reads the rows, asks these functions,
 //! and writes what they say inside one transaction; none of them touches a database.
 
-use crate::records::{Decision, EventKind, Outcome, SubmissionOutcome, ToolRecord, ToolStatus};
+use crate::records::{
+    ClaimRequest, Decision, EventKind, NewJob, NewRun, Outcome, SubmissionOutcome, ToolRecord, ToolStatus,
+};
 use crate::tool::{Manifest, Verdict};
 use converge_engine::Status;
 use sha2::{Digest, Sha256};
@@ -102,6 +104,18 @@ pub fn exhausted(id: &str, runs: u32, now_ms: u64) -> Outcome {
         context_hash: result.context_hash.clone(),
         result: serde_json::to_string(&result).unwrap_or_default(),
         now_ms,
+    }
+}
+
+/// The claim a [`NewRun`] made of its job when it started: by id, by the run's owner, at its start, never
+/// refused for attempts (it is the job's first).
+pub fn run_claim(job: &NewJob, run: &NewRun) -> ClaimRequest {
+    ClaimRequest {
+        owner: run.owner.clone(),
+        job: Some(job.id.clone()),
+        lease_ms: run.lease_ms,
+        max_attempts: u32::MAX,
+        now_ms: run.started_ms,
     }
 }
 

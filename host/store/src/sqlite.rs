@@ -5,8 +5,8 @@
 
 use crate::records::{
     Admission, AnswerOutcome, CancelOutcome, ClaimRequest, CycleRecord, Decision, Event, EventKind, JobRecord,
-    JobSummary, Lease, ListFilter, NewJob, NewTool, Outcome, Park, Renewal, ReviewOutcome, ReviewRecord, Started,
-    ToolEvent, ToolHistory, ToolRecord, ToolStatus,
+    JobSummary, Lease, ListFilter, NewJob, NewRun, NewTool, Outcome, Park, Renewal, ReviewOutcome, ReviewRecord,
+    Started, ToolEvent, ToolHistory, ToolRecord, ToolStatus,
 };
 use crate::rules::{self, payload};
 use crate::tool::{Manifest, Report, Verdict};
@@ -510,10 +510,10 @@ fn insert_event(c: &Connection, e: Event, events: &mut Vec<Event>) -> Result<(),
 }
 
 fn status_of(c: &Connection, job: &str, tenant: Option<&str>) -> Result<Option<Status>, StoreError> {
-    let row: Option<(String, String)> = c
-        .query_row("SELECT status, tenant FROM jobs WHERE id = ?1", [job], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
-        .map_err(|e| db(&e))?;
+    let row: Option<(String, String)> =
+        row(c, "SELECT status, tenant FROM jobs WHERE id = ?1", [job], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(|e| db(&e))?;
     match row {
         Some((status, owner)) if tenant.is_none_or(|t| t == owner) => Ok(Some(status_from(job, &status)?)),
         _ => Ok(None),
@@ -614,8 +614,7 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
 }
 
 fn load_job(c: &Connection, tenant: Option<&str>, id: &str) -> Result<Option<JobRecord>, StoreError> {
-    let row = c
-        .query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), [id], job_row)
+    let row = row(c, &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), [id], job_row)
         .optional()
         .map_err(|e| db(&e))?;
     let Some((mut job, status, labels, components)) = row else { return Ok(None) };
@@ -662,7 +661,13 @@ fn next_claimable(c: &Connection, now_ms: u64) -> Result<Option<String>, StoreEr
     .map_err(|e| db(&e))
 }
 
-fn claim(c: &Connection, req: &ClaimRequest, events: &mut Vec<Event>) -> Result<Option<Started>, StoreError> {
+/// Claim under a fresh lease, or under `token` (a run that started before its job was stored).
+fn claim(
+    c: &Connection,
+    req: &ClaimRequest,
+    token: Option<&str>,
+    events: &mut Vec<Event>,
+) -> Result<Option<Started>, StoreError> {
     loop {
         let id = match &req.job {
             Some(id) => id.clone(),
@@ -693,7 +698,7 @@ fn claim(c: &Connection, req: &ClaimRequest, events: &mut Vec<Event>) -> Result<
             }
             continue;
         }
-        let lease = Lease { token: rules::new_token(), attempt: record.attempts + 1 };
+        let lease = Lease { token: token.map_or_else(rules::new_token, str::to_owned), attempt: record.attempts + 1 };
         exec(
             c,
             "UPDATE jobs SET status = ?2, attempts = ?3, open_runs = open_runs + 1, lease_owner = ?4,
@@ -717,6 +722,33 @@ fn claim(c: &Connection, req: &ClaimRequest, events: &mut Vec<Event>) -> Result<
         let answers = load_answers(c, &id)?;
         return Ok(Some(Started { record, answers, lease }));
     }
+}
+
+/// A job and a run that started before it was stored, in one write: the same steps as the run written one by
+/// one, in one savepoint.
+fn create_run(c: &Connection, job: &NewJob, run: &NewRun, events: &mut Vec<Event>) -> Result<Admission, StoreError> {
+    let admission = create(c, job, events)?;
+    if admission != Admission::Created {
+        return Ok(admission);
+    }
+    let id = job.id.as_str();
+    let req = rules::run_claim(job, run);
+    match claim(c, &req, Some(&run.lease.token), events)? {
+        Some(started) if started.lease == run.lease => {}
+        _ => return Err(corrupt(format!("job {id}"), "a job stored with its run could not be claimed by it")),
+    }
+    begin(c, id, &run.lease, &run.components)?;
+    if !run.cycles.is_empty() {
+        record_cycles(c, id, &run.lease, &run.cycles, run.now_ms, events)?;
+    }
+    match &run.stop {
+        None => {}
+        Some(o) if o.status == Status::Waiting => {
+            park(c, id, &run.lease, &[], o, events)?;
+        }
+        Some(o) => finish(c, id, &run.lease, o, events)?,
+    }
+    Ok(Admission::Created)
 }
 
 fn begin(c: &Connection, id: &str, lease: &Lease, components: &BTreeMap<String, String>) -> Result<(), StoreError> {
@@ -1102,8 +1134,12 @@ impl Store for SqliteStore {
         self.send(move |c, ev| create(c, &job, ev))
     }
 
+    fn create_run(&self, job: NewJob, run: NewRun) -> Reply<Admission> {
+        self.send(move |c, ev| create_run(c, &job, &run, ev))
+    }
+
     fn claim(&self, request: ClaimRequest) -> Reply<Option<Started>> {
-        self.send(move |c, ev| claim(c, &request, ev))
+        self.send(move |c, ev| claim(c, &request, None, ev))
     }
 
     fn begin(&self, id: &str, lease: &Lease, components: BTreeMap<String, String>, _now_ms: u64) -> Reply<()> {

@@ -87,7 +87,10 @@ pub(crate) async fn submit_job(
     let submitted = st.svc.submit_traced(&tenant, spec, key, wait, traceparent).await?;
     let id = submitted.id().to_owned();
     let mut resp = match submitted {
-        Submitted::Ended(result) => (StatusCode::OK, Json(*result)).into_response(),
+        // The stored result's bytes as they are.
+        Submitted::Ended { json, .. } => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()
+        }
         Submitted::Accepted { id, status } => (StatusCode::ACCEPTED, Json(Accepted { id, status })).into_response(),
     };
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{id}")) {

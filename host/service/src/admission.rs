@@ -4,14 +4,17 @@
 //! commit cannot leave a committed job unqueued or a resumable job waiting.
 
 use crate::error::ServiceError;
+use crate::queue::Permit;
 use crate::service::{Service, blocking, now_ms, reply};
+use crate::unstored::{Handoff, Unstored};
+use crate::watch::Published;
 use crate::worker::placeholder;
 use converge_engine::{Job, JobResult, JobSpec, Status};
-use converge_store::{Admission, AnswerOutcome, CancelOutcome, Event, JobRecord, NewJob};
+use converge_store::{Admission, AnswerOutcome, CancelOutcome, JobRecord, NewJob};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::broadcast;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, oneshot};
 
 /// How long admission trusts its last count of a shared queue's depth.
 const DEPTH_FRESH: Duration = Duration::from_millis(100);
@@ -29,16 +32,28 @@ pub enum Submitted {
         /// Its status now.
         status: Status,
     },
-    /// The job ended within the wait; its result.
-    Ended(Box<JobResult>),
+    /// The job ended within the wait.
+    Ended {
+        /// Its id.
+        id: String,
+        /// Its result (SPEC §4), as JSON: the bytes the store holds when the run that ended it handed them over.
+        json: Arc<str>,
+    },
 }
 
 impl Submitted {
     /// The job's id.
     pub fn id(&self) -> &str {
         match self {
-            Self::Accepted { id, .. } => id,
-            Self::Ended(r) => &r.id,
+            Self::Accepted { id, .. } | Self::Ended { id, .. } => id,
+        }
+    }
+
+    /// The result of a job that ended, parsed.
+    pub fn result(&self) -> Option<JobResult> {
+        match self {
+            Self::Ended { json, .. } => serde_json::from_str(json).ok(),
+            Self::Accepted { .. } => None,
         }
     }
 }
@@ -135,6 +150,15 @@ impl Service {
             traceparent,
             now_ms: now_ms(),
         };
+        // Run at once from memory, stored at its stop — where this process's workers are the only ones to run it
+        // (on a shared store a stored job may go to any idle replica).
+        if let Some(wait) = wait
+            && new.idempotency_key.is_none()
+            && !self.store.shared()
+            && self.config.workers > 0
+        {
+            return self.submit_unstored(tenant, new, permit, wait).await;
+        }
         let svc = Arc::clone(self);
         let queued = id.clone();
         let (admission, watch) = tokio::spawn(async move {
@@ -169,16 +193,92 @@ impl Service {
             }
             Admission::KeyConflict { id } => return Err(ServiceError::IdempotencyConflict { job: id }),
         };
+        self.wait_stored(tenant, id, status, watch, wait).await
+    }
+
+    /// The answer to a submission of a stored job of `status`: with `wait` and a subscription made before that
+    /// status was read, its result if it stops within `wait`, else its id and status.
+    async fn wait_stored(
+        &self,
+        tenant: &str,
+        id: String,
+        status: Status,
+        watch: Option<broadcast::Receiver<Arc<Published>>>,
+        wait: Option<Duration>,
+    ) -> Result<Submitted, ServiceError> {
         if let (Some(wait), Some(rx)) = (wait, watch)
             && matches!(status, Status::Queued | Status::Running)
+            && let Some(json) = wait_for_stop(rx, wait).await.and_then(|p| p.result.clone())
         {
-            wait_for_stop(rx, wait).await;
+            return Ok(Submitted::Ended { id, json });
         }
         let record = self.record(tenant, &id).await?;
         if wait.is_some() && record.status.is_terminal() {
-            return Ok(Submitted::Ended(Box::new(self.current_result(&record))));
+            let json = serde_json::to_string(&self.current_result(&record))
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            return Ok(Submitted::Ended { id, json: json.into() });
         }
         Ok(Submitted::Accepted { id, status: record.status })
+    }
+
+    /// A submission that waits, run before it is stored (see `unstored`): a worker runs the job from memory and
+    /// hands its stop back here, where the job and the whole run are stored in one write and the answer follows
+    /// that commit. If the wait runs out first, the job is stored as it stands and the answer is a 202 after
+    /// that commit.
+    async fn submit_unstored(
+        self: &Arc<Self>,
+        tenant: &str,
+        new: NewJob,
+        permit: Permit,
+        wait: Duration,
+    ) -> Result<Submitted, ServiceError> {
+        let id = new.id.clone();
+        let (tx, mut rx) = oneshot::channel();
+        self.unstored
+            .lock()
+            .map_err(|_| ServiceError::Internal("the table of jobs not stored yet is poisoned".into()))?
+            .insert(id.clone(), Unstored::new(new, tx));
+        if let Ok(mut d) = self.admission_depth.lock()
+            && let Some((_, n)) = d.as_mut()
+        {
+            *n += 1;
+        }
+        permit.push(id.clone());
+        tracing::info!(job = %id, tenant = %tenant, "job accepted");
+        let since = Instant::now();
+        let handoff = match tokio::time::timeout(wait, &mut rx).await {
+            Ok(Ok(handoff)) => Some(handoff),
+            // The service stored it while it ran (a long run, a drain).
+            Ok(Err(_)) => None,
+            Err(_) => match self.store_unstored(&id) {
+                Some((stored, waiter)) => {
+                    let admission = reply(stored).await;
+                    drop(waiter);
+                    if !matches!(admission?, Admission::Created) {
+                        return Err(ServiceError::Internal(format!("storing job {id} found another job")));
+                    }
+                    None
+                }
+                // A worker handed its stop over just now.
+                None => rx.try_recv().ok(),
+            },
+        };
+        if let Some(Handoff { job, run }) = handoff {
+            let stop = run.stop.as_ref().map(|o| (o.status, Arc::<str>::from(o.result.as_str())));
+            if !matches!(reply(self.store.create_run(job, run)).await?, Admission::Created) {
+                return Err(ServiceError::Internal(format!("storing job {id} found another job")));
+            }
+            match stop {
+                Some((status, json)) if status.is_terminal() => return Ok(Submitted::Ended { id, json }),
+                Some((status, _)) => return Ok(Submitted::Accepted { id, status }),
+                None => {}
+            }
+        }
+        // Stored: what is left of the wait, as for any stored job (subscribed before its status is read).
+        let left = wait.saturating_sub(since.elapsed());
+        let watch = self.watch(&id);
+        let status = self.record(tenant, &id).await?.status;
+        self.wait_stored(tenant, id, status, watch, Some(left)).await
     }
 
     /// The shared queue's depth for admission: counted in the store at most every [`DEPTH_FRESH`], and between
@@ -327,18 +427,20 @@ pub(crate) fn check_job_id(id: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// Wait until the job ends or waits for answers, or `limit` passes.
-async fn wait_for_stop(mut rx: broadcast::Receiver<Arc<Event>>, limit: Duration) {
-    let _ = tokio::time::timeout(limit, async move {
+/// Wait until the job ends or waits for answers, or `limit` passes; the stop, when one was published.
+async fn wait_for_stop(mut rx: broadcast::Receiver<Arc<Published>>, limit: Duration) -> Option<Arc<Published>> {
+    tokio::time::timeout(limit, async move {
         loop {
             match rx.recv().await {
-                Ok(e) if e.kind.is_stop() => return,
+                Ok(p) if p.event.kind.is_stop() => return Some(p),
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return,
+                Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     })
-    .await;
+    .await
+    .ok()
+    .flatten()
 }
 
 #[cfg(test)]

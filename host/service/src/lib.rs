@@ -25,6 +25,7 @@ mod runtime;
 mod service;
 mod status;
 mod tools;
+mod unstored;
 mod watch;
 mod worker;
 
@@ -40,7 +41,7 @@ pub use runtime::{
 pub use service::{Service, ServiceConfig, SetParent, SpanParent, now_ms};
 pub use status::{Ready, SlowAgent, StatusReport};
 pub use tools::{MAX_COMMENT, MAX_REVIEWER, ToolDetail, ToolListing, Validation, ValidationTicket, check_tool_id};
-pub use watch::Watchers;
+pub use watch::{Published, Watchers};
 pub use worker::placeholder;
 
 /// The tenant of every request and job when nobody authenticates (a server without a token file, `converge

@@ -81,7 +81,7 @@ impl Service {
                 // from a shared store carries no payload, and a follower that fell behind must not skip any).
                 loop {
                     match rx.recv().await {
-                        Ok(e) if e.seq <= last => {}
+                        Ok(p) if p.event.seq <= last => {}
                         Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => break,
                         Err(broadcast::error::RecvError::Closed) => {
                             live = None;

@@ -5,10 +5,11 @@ use crate::executor::AdaptiveExecutor;
 use crate::metrics::{Metrics, Observer};
 use crate::queue::JobQueue;
 use crate::runtime::{Inventory, Runtime};
-use crate::watch::Watchers;
+use crate::unstored::Unstored;
+use crate::watch::{Published, Watchers};
 use crate::worker::Run;
 use converge_engine::JobResult;
-use converge_store::{Event, Notice, Store, StoreError};
+use converge_store::{Notice, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -91,6 +92,8 @@ pub struct Service {
     pub(crate) running: Mutex<BTreeMap<String, Arc<Run>>>,
     /// The latest per-cycle result of each running job.
     pub(crate) live: Mutex<BTreeMap<String, Arc<JobResult>>>,
+    /// Jobs admitted and not stored yet (see `unstored`), by id.
+    pub(crate) unstored: Mutex<BTreeMap<String, Unstored>>,
     pub(crate) watchers: Arc<Watchers>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) observers: Vec<Arc<dyn Observer>>,
@@ -131,6 +134,7 @@ impl Service {
             queue: JobQueue::new(config.queue),
             running: Mutex::new(BTreeMap::new()),
             live: Mutex::new(BTreeMap::new()),
+            unstored: Mutex::new(BTreeMap::new()),
             watchers,
             observers: vec![Arc::clone(&metrics) as Arc<dyn Observer>],
             metrics,
@@ -218,12 +222,14 @@ impl Service {
     /// replica once their leases expire).
     pub fn shutdown(&self) {
         self.queue.close();
+        self.store_queued_unstored();
     }
 
     /// Drain: claim nothing more (readiness fails from now on), let the running jobs finish within `within`,
     /// then give the rest back so another process takes them at once. Returns how many were given back.
     pub fn drain(&self, within: Duration) -> usize {
         self.queue.close();
+        self.store_queued_unstored();
         let start = Instant::now();
         while self.running() > 0 && start.elapsed() < within {
             std::thread::sleep(Duration::from_millis(20));
@@ -309,7 +315,7 @@ impl Service {
     }
 
     /// Subscribe to a job's committed events.
-    pub(crate) fn watch(&self, id: &str) -> Option<broadcast::Receiver<Arc<Event>>> {
+    pub(crate) fn watch(&self, id: &str) -> Option<broadcast::Receiver<Arc<Published>>> {
         self.watchers.subscribe(id)
     }
 

@@ -15,6 +15,7 @@ use converge_engine::{CycleTrace, ErrorInfo, Inputs, Job, JobResult, JobSpec, Jo
 use converge_store::{ClaimRequest, CycleRecord, Lease, NewQuestion, Outcome, Park, Started, StoreError, wait};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Cycles of a job held before they are written (unless someone may be watching).
@@ -28,6 +29,11 @@ pub(crate) struct Run {
     pub(crate) deadline: Deadline,
     pub(crate) lease: Lease,
     held: std::sync::Mutex<Held>,
+    /// When the live snapshot was last taken.
+    snapshot: std::sync::Mutex<std::time::Instant>,
+    /// The job is not stored yet (see `unstored`): nobody can read or follow it, and its cycles stay held
+    /// until it is stored. Changed only with `held` locked.
+    unstored: AtomicBool,
 }
 
 /// Cycles not written yet, and since when the oldest waits.
@@ -38,8 +44,44 @@ struct Held {
 }
 
 impl Run {
-    fn new(lease: Lease) -> Self {
-        Self { deadline: Deadline::new(Duration::MAX), lease, held: std::sync::Mutex::default() }
+    pub(crate) fn new(lease: Lease, unstored: bool) -> Self {
+        Self {
+            deadline: Deadline::new(Duration::MAX),
+            lease,
+            held: std::sync::Mutex::default(),
+            snapshot: std::sync::Mutex::new(std::time::Instant::now()),
+            unstored: AtomicBool::new(unstored),
+        }
+    }
+
+    /// Whether its job is not stored yet.
+    pub(crate) fn is_unstored(&self) -> bool {
+        self.unstored.load(Ordering::Acquire)
+    }
+
+    /// The cycles held, taken (the job's run is stored with them).
+    pub(crate) fn take_held(&self) -> Vec<CycleRecord> {
+        self.held.lock().map(|mut h| std::mem::take(&mut *h).cycles).unwrap_or_default()
+    }
+
+    /// Store the job with the cycles held so far through `store` (which sends the write), and from then on write
+    /// this run's cycles as for any stored job: a flush that starts later is sent after that write.
+    pub(crate) fn stored_with<T>(&self, store: impl FnOnce(Vec<CycleRecord>) -> T) -> T {
+        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sent = store(std::mem::take(&mut *held).cycles);
+        self.unstored.store(false, Ordering::Release);
+        sent
+    }
+
+    /// Whether the live snapshot is due: [`LIVE_DELAY`] since the last one (or the run's start). Building one
+    /// copies the whole context, and a short job ends before anyone could read it.
+    fn snapshot_due(&self) -> bool {
+        let Ok(mut at) = self.snapshot.lock() else { return true };
+        if at.elapsed() < LIVE_DELAY {
+            return false;
+        }
+        *at = std::time::Instant::now();
+        true
     }
 
     /// Hold a cycle; returns how many are held.
@@ -60,6 +102,9 @@ impl Run {
         older_than: Option<Duration>,
     ) -> Option<converge_store::Reply<()>> {
         let mut h = self.held.lock().ok()?;
+        if self.is_unstored() {
+            return None;
+        }
         let due = match (older_than, h.since) {
             (_, None) => false,
             (None, Some(_)) => true,
@@ -80,7 +125,7 @@ impl Service {
             self.work_shared();
         } else {
             while let Some(id) = self.queue.pop() {
-                if let Some(started) = self.claim(Some(id)) {
+                if let Some(started) = self.take(id) {
                     self.run(started);
                 }
             }
@@ -112,7 +157,7 @@ impl Service {
             // A job by id may come back `None`: another replica took it first (or holds its row this instant; the
             // next look finds it).
             let started = if let Some(id) = job {
-                self.claim(Some(id))
+                self.take(id)
             } else {
                 looked = Some(std::time::Instant::now());
                 let started = self.claim(None);
@@ -125,16 +170,24 @@ impl Service {
         }
     }
 
-    fn claim(&self, job: Option<String>) -> Option<Started> {
+    /// The job `id` this process queued, to run: from memory when it is not stored yet, else claimed.
+    fn take(&self, id: String) -> Option<(Started, Arc<Run>)> {
+        self.start_unstored(&id).or_else(|| self.claim(Some(id)))
+    }
+
+    fn claim(&self, job: Option<String>) -> Option<(Started, Arc<Run>)> {
         let request = ClaimRequest {
             owner: self.config.owner.clone(),
             job,
-            lease_ms: u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX),
+            lease_ms: self.lease_ms(),
             max_attempts: self.config.max_attempts,
             now_ms: now_ms(),
         };
         match wait(self.store.claim(request)) {
-            Ok(started) => started,
+            Ok(started) => started.map(|s| {
+                let run = Arc::new(Run::new(s.lease.clone(), false));
+                (s, run)
+            }),
             Err(e) => {
                 tracing::error!(error = %e, "claiming a job failed");
                 // Do not spin on a store that fails; the job stays claimable.
@@ -144,7 +197,7 @@ impl Service {
         }
     }
 
-    fn run(&self, started: Started) {
+    fn run(&self, (started, run): (Started, Arc<Run>)) {
         let id = started.record.id.clone();
         let span = tracing::info_span!(
             "job",
@@ -158,7 +211,6 @@ impl Service {
             parent(&span, traceparent);
         }
         let _enter = span.enter();
-        let run = Arc::new(Run::new(started.lease.clone()));
         if let Ok(mut r) = self.running.lock() {
             r.insert(id.clone(), Arc::clone(&run));
         }
@@ -209,8 +261,7 @@ impl Service {
             Ok(j) => j.traced_as(id),
             Err(e) => return self.fail(id, &lease, "unknown_agent", &format!("cannot start: {e}")),
         };
-        // Not awaited: the store applies a run's writes in order, so a failure shows in the next awaited one.
-        drop(self.store.begin(id, &lease, self.runtime.inventory().components(&spec), now_ms()));
+        self.begin_run(id, &lease, self.runtime.inventory().components(&spec));
         let deadline = &run.deadline;
         deadline.restart(Duration::from_millis(spec.budget.job_timeout_ms));
         let inputs = Inputs { answers, cancel_at: record.cancel_requested.then_some(record.cycles) };
@@ -227,6 +278,7 @@ impl Service {
             return Ok(());
         }
         if status == Status::Cancelled && deadline.is_released() && !deadline.is_cancelled() {
+            self.store_now(id);
             wait(self.store.release(id, &lease, now_ms()))?;
             tracing::info!(cycles = job.cycles(), "job given back unfinished; another run takes it");
             return Ok(());
@@ -237,7 +289,11 @@ impl Service {
         // stream) then sees the counters agree.
         self.observe(|o| o.finished(status, elapsed));
         let still_ours = self.forget_run(id, run);
-        wait(self.store.finish(id, &lease, end))?;
+        if let Err(end) = self.stop_unstored(id, end) {
+            // Whoever waits for this end (a `?wait=`) gets the stored bytes with the `end` event.
+            self.watchers.offer(id, lease.attempt, &end.result);
+            wait(self.store.finish(id, &lease, end))?;
+        }
         if still_ours && let Ok(mut l) = self.live.lock() {
             l.remove(id);
         }
@@ -259,7 +315,10 @@ impl Service {
             now_ms: now_ms(),
         };
         self.observe(|o| o.finished(Status::AgentFailed, Duration::ZERO));
-        wait(self.store.finish(id, lease, outcome))
+        match self.stop_unstored(id, outcome) {
+            Ok(()) => Ok(()),
+            Err(outcome) => wait(self.store.finish(id, lease, outcome)),
+        }
     }
 
     /// The runs in flight now, by job.
@@ -282,8 +341,9 @@ impl Service {
     /// Renew the lease of every run in flight, once; stop a run whose lease is gone, cancel one a client
     /// cancelled (perhaps through another replica).
     pub(crate) fn renew_leases(&self) {
-        let lease_ms = u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX);
-        for (id, run) in self.runs() {
+        let lease_ms = self.lease_ms();
+        // A job not stored yet has no lease in the store.
+        for (id, run) in self.runs().into_iter().filter(|(_, run)| !run.is_unstored()) {
             match wait(self.store.renew(&id, &run.lease, lease_ms, now_ms())) {
                 Ok(r) if !r.held => {
                     tracing::warn!(job = %id, "lease lost at renewal; stopping the run");
@@ -328,6 +388,10 @@ impl Journal for StoreJournal<'_> {
             .collect();
         let text = serde_json::to_string(trace).unwrap_or_default();
         let held = self.run.hold(CycleRecord { cycle: trace.cycle, trace: text, questions });
+        if held >= MAX_PENDING_CYCLES && self.run.is_unstored() {
+            // A long run: store its job now, and write its cycles as they come from here on.
+            self.svc.store_now(self.id);
+        }
         // A job run again after a crash produces its cycles again, so they need not be durable one by one: they
         // are written in one batch at the job's stop, at once while someone watches here, when the batch grows,
         // and on a shared store (where someone may follow the job through another replica) within
@@ -340,7 +404,13 @@ impl Journal for StoreJournal<'_> {
         } else if self.svc.watchers.watched(self.id) || held >= MAX_PENDING_CYCLES {
             self.flush();
         }
-        if let Ok(mut l) = self.svc.live.lock() {
+        // What a read of the running job shows: the state at most `LIVE_DELAY` and one cycle old, and at once
+        // the questions a cycle asked.
+        // Nobody can read a job that is not stored yet.
+        if !self.run.is_unstored()
+            && (!trace.questions.is_empty() || self.run.snapshot_due())
+            && let Ok(mut l) = self.svc.live.lock()
+        {
             l.insert(self.id.to_owned(), Arc::new(job.result(self.id)));
         }
         Ok(())
@@ -348,8 +418,12 @@ impl Journal for StoreJournal<'_> {
 
     fn waiting(&mut self, job: &Job, given: &BTreeSet<String>) -> Result<BTreeMap<String, String>, StoreError> {
         self.flush();
+        // A job not stored yet has no answers: nobody knew it.
+        let Err(stop) = self.svc.stop_unstored(self.id, outcome(job, self.id, self.deadline)) else {
+            return Ok(BTreeMap::new());
+        };
         let seen = given.iter().cloned().collect();
-        match wait(self.svc.store.park(self.id, &self.run.lease, seen, outcome(job, self.id, self.deadline)))? {
+        match wait(self.svc.store.park(self.id, &self.run.lease, seen, stop))? {
             Park::Parked => Ok(BTreeMap::new()),
             Park::Answers(more) => Ok(more),
         }

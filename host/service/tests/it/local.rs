@@ -63,9 +63,9 @@ async fn until(svc: &Service, id: &str, status: Status) -> converge_engine::JobR
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submission_is_committed_and_a_wait_returns_its_result() {
     let s = service(&dir("submit"), 2, &ServiceConfig::default());
-    let Submitted::Ended(result) = s.svc.submit("t", spec(COPY), None, WAIT).await.unwrap() else {
-        panic!("ended within the wait")
-    };
+    let submitted = s.svc.submit("t", spec(COPY), None, WAIT).await.unwrap();
+    let Submitted::Ended { json, .. } = &submitted else { panic!("ended within the wait") };
+    let result = submitted.result().unwrap();
     assert_eq!(result.status, Status::Converged);
     assert!(result.facts.iter().any(|f| f.key == "out" && f.content == "hi"));
     let stored = s.store.job(Some("t"), &result.id).unwrap().unwrap();
@@ -74,6 +74,7 @@ async fn a_submission_is_committed_and_a_wait_returns_its_result() {
         (Status::Converged, Some(result.context_hash.as_str()))
     );
     assert_eq!(stored.components.keys().collect::<Vec<_>>(), ["copier"], "the components it ran, recorded");
+    assert_eq!(stored.result.as_deref(), Some(&**json), "the wait answers with the stored bytes");
     let Submitted::Accepted { status, .. } = s.svc.submit("t", spec(COPY), None, None).await.unwrap() else {
         panic!("no wait: accepted, whatever the job has done since")
     };
@@ -185,7 +186,7 @@ async fn a_restart_resumes_admitted_jobs_to_the_hash_of_an_uninterrupted_run() {
     let d = dir("restart");
     let uninterrupted = {
         let s = service(&dir("restart-reference"), 2, &ServiceConfig::default());
-        let Submitted::Ended(r) = s.svc.submit("t", spec(COPY), None, WAIT).await.unwrap() else { panic!("ended") };
+        let r = s.svc.submit("t", spec(COPY), None, WAIT).await.unwrap().result().expect("ended");
         r.context_hash
     };
     let id = {
@@ -283,4 +284,140 @@ async fn validated_tools_follow_their_reviews_and_the_line_is_bounded() {
 /// The directory of an earlier `dir(test)`, kept.
 fn dir_keep(test: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("service").join(test)
+}
+
+/// The job the counter keeps running for about a second (40 cycles), with nobody asking anything.
+const COUNT: &str = r#"{"goal": "count", "agents": ["counter"], "budget": {"max_cycles": 50},
+                        "facts": [{"key": "count", "id": "000", "content": "start"}]}"#;
+
+/// The jobs of tenant `t` in the store, newest first.
+fn stored(s: &Setup) -> Vec<converge_store::JobSummary> {
+    s.store.list(Some("t"), &converge_store::ListFilter { limit: 50, ..Default::default() }).unwrap()
+}
+
+/// Each event of a job's trail: its kind and attempt; and whether the sequence numbers run 1, 2, 3, ...
+fn trail(s: &Setup, id: &str) -> (Vec<(EventKind, u32)>, bool) {
+    let events = s.store.events(id, 0).unwrap();
+    let contiguous = events.iter().zip(1..).all(|(e, n)| e.seq == n);
+    (events.into_iter().map(|e| (e.kind, e.attempt)).collect(), contiguous)
+}
+
+/// A trail of one run: created, started (attempt 1), `cycles` cycles, then `stop`.
+fn one_run(cycles: u32, stop: EventKind) -> Vec<(EventKind, u32)> {
+    let mut t = vec![(EventKind::Created, 0), (EventKind::Started, 1)];
+    t.extend((0..cycles).map(|_| (EventKind::Cycle, 1)));
+    t.push((stop, 1));
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waited_job_is_stored_at_its_stop_as_a_job_written_step_by_step() {
+    let s = service(&dir("whole"), 2, &ServiceConfig::default());
+    let waited = s.svc.submit("t", spec(COPY), None, WAIT).await.unwrap().result().expect("ended within the wait");
+    let polled = s.svc.submit("t", spec(COPY), None, None).await.unwrap().id().to_owned();
+    let polled = until(&s.svc, &polled, Status::Converged).await;
+    assert_eq!(waited.context_hash, polled.context_hash);
+    let (whole, contiguous) = trail(&s, &waited.id);
+    assert!(contiguous);
+    assert_eq!(whole, one_run(waited.cycles, EventKind::End));
+    assert_eq!(whole, trail(&s, &polled.id).0, "the same trail as the job stored at admission");
+    let record = s.store.job(Some("t"), &waited.id).unwrap().unwrap();
+    assert_eq!((record.attempts, record.cycles), (1, waited.cycles));
+    // A waited job that stops to ask is stored waiting, and answers resume it.
+    let asked = s.svc.submit("t", spec(ASK), None, WAIT).await.unwrap();
+    let Submitted::Accepted { id, status: Status::Waiting } = asked else { panic!("{asked:?}") };
+    assert_eq!(trail(&s, &id).0.last(), Some(&(EventKind::Waiting, 1)));
+    s.svc.answer("t", &id, "choice", "left".into()).await.unwrap();
+    until(&s.svc, &id, Status::Converged).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_that_runs_out_answers_after_the_job_is_stored_and_the_run_goes_on() {
+    let s = service(&dir("wait-runs-out"), 2, &ServiceConfig::default());
+    let submitted = s.svc.submit("t", spec(COUNT), None, Some(Duration::from_millis(100))).await.unwrap();
+    let Submitted::Accepted { id, status: Status::Running } = submitted else { panic!("{submitted:?}") };
+    let record = s.store.job(Some("t"), &id).unwrap().expect("stored before the 202");
+    assert_eq!((record.status, record.attempts), (Status::Running, 1));
+    let done = until(&s.svc, &id, Status::Converged).await;
+    let (kinds, contiguous) = trail(&s, &id);
+    assert!(contiguous);
+    assert_eq!(kinds, one_run(done.cycles, EventKind::End), "one run, every cycle once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_run_is_stored_while_it_runs() {
+    let s = service(&dir("long-run"), 2, &ServiceConfig::default());
+    let svc = Arc::clone(&s.svc);
+    let waiting = tokio::spawn(async move { svc.submit("t", spec(COUNT), None, WAIT).await });
+    // Past 16 cycles held, the job is stored (running) while its client still waits.
+    let mut seen = None;
+    for _ in 0..400 {
+        if let Some(j) = stored(&s).into_iter().find(|j| j.status == Status::Running) {
+            seen = Some(j);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seen = seen.expect("stored while it runs");
+    assert!(!waiting.is_finished(), "its client still waits");
+    let done = waiting.await.unwrap().unwrap().result().expect("ended within the wait");
+    assert_eq!((done.id.as_str(), done.status, done.cycles), (seen.id.as_str(), Status::Converged, 40));
+    let (kinds, contiguous) = trail(&s, &done.id);
+    assert!(contiguous);
+    assert_eq!(kinds, one_run(40, EventKind::End));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_client_went_away_is_stored_when_it_stops() {
+    let s = service(&dir("client-gone"), 2, &ServiceConfig::default());
+    let svc = Arc::clone(&s.svc);
+    let waiting = tokio::spawn(async move { svc.submit("t", spec(COUNT), None, WAIT).await });
+    // Gone while the job runs (before its 16th cycle, while nothing of it is stored).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(stored(&s).is_empty(), "nothing stored yet");
+    waiting.abort();
+    let mut done = None;
+    for _ in 0..600 {
+        if let Some(j) = stored(&s).into_iter().find(|j| j.status == Status::Converged) {
+            done = Some(j);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let done = done.expect("the run was stored when it stopped");
+    let (kinds, contiguous) = trail(&s, &done.id);
+    assert!(contiguous);
+    assert_eq!(kinds, one_run(40, EventKind::End));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_stores_the_waited_jobs_no_worker_took() {
+    let d = dir("shutdown-queued");
+    let id = {
+        let s = service(&d, 1, &ServiceConfig::default());
+        // The one worker is busy with the counter; the copy waits in the queue, not stored.
+        let svc = Arc::clone(&s.svc);
+        let busy = tokio::spawn(async move { svc.submit("t", spec(COUNT), None, WAIT).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let svc = Arc::clone(&s.svc);
+        let queued = tokio::spawn(async move { svc.submit("t", spec(COPY), None, WAIT).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(stored(&s).is_empty());
+        s.svc.shutdown();
+        let mut id = None;
+        for _ in 0..400 {
+            if let Some(j) = stored(&s).into_iter().find(|j| j.status == Status::Queued) {
+                id = Some(j.id);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        busy.abort();
+        queued.abort();
+        s.store.close();
+        id.expect("stored, queued, at shutdown")
+    };
+    let s = service(&d, 2, &ServiceConfig::default());
+    let r = until(&s.svc, &id, Status::Converged).await;
+    assert!(r.facts.iter().any(|f| f.key == "out" && f.content == "hi"));
 }

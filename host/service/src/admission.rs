@@ -6,7 +6,7 @@
 use crate::error::ServiceError;
 use crate::queue::Permit;
 use crate::service::{Service, blocking, now_ms, reply};
-use crate::unstored::{Handoff, Unstored};
+use crate::unstored::{Handoff, Prepared, Unstored};
 use crate::watch::Published;
 use crate::worker::placeholder;
 use converge_engine::{Job, JobResult, JobSpec, Status};
@@ -130,7 +130,8 @@ impl Service {
             check_idempotency_key(key)?;
         }
         let wait = wait.map(|w| w.min(self.config.max_wait));
-        self.check_names(&spec, tenant)?;
+        let id = format!("job_{}", uuid::Uuid::now_v7().simple());
+        let job = self.prepare(&spec, tenant, &id)?;
         // A shared queue is bounded by what every replica queued.
         if self.store.shared() && self.shared_depth().await >= self.queue.capacity() {
             return Err(self.overloaded());
@@ -138,7 +139,6 @@ impl Service {
         let permit = self.queue.reserve().ok_or_else(|| self.overloaded())?;
         let canonical = serde_json::to_string(&spec).map_err(|e| ServiceError::Internal(e.to_string()))?;
         let spec_hash = converge_engine::hex(&Sha256::digest(canonical.as_bytes()));
-        let id = format!("job_{}", uuid::Uuid::now_v7().simple());
         let new = NewJob {
             id: id.clone(),
             tenant: tenant.to_owned(),
@@ -157,7 +157,8 @@ impl Service {
             && !self.store.shared()
             && self.config.workers > 0
         {
-            return self.submit_unstored(tenant, new, permit, wait).await;
+            let components = self.runtime.inventory().components(&spec);
+            return self.submit_unstored(tenant, new, Prepared { spec, job, components }, permit, wait).await;
         }
         let svc = Arc::clone(self);
         let queued = id.clone();
@@ -229,6 +230,7 @@ impl Service {
         self: &Arc<Self>,
         tenant: &str,
         new: NewJob,
+        prepared: Prepared,
         permit: Permit,
         wait: Duration,
     ) -> Result<Submitted, ServiceError> {
@@ -237,7 +239,7 @@ impl Service {
         self.unstored
             .lock()
             .map_err(|_| ServiceError::Internal("the table of jobs not stored yet is poisoned".into()))?
-            .insert(id.clone(), Unstored::new(new, tx));
+            .insert(id.clone(), Unstored::new(new, prepared, tx));
         if let Ok(mut d) = self.admission_depth.lock()
             && let Some((_, n)) = d.as_mut()
         {
@@ -307,10 +309,14 @@ impl Service {
         }
     }
 
-    /// Unknown agent or invariant names are the client's mistake, named by the engine's check.
-    fn check_names(&self, spec: &JobSpec, tenant: &str) -> Result<(), ServiceError> {
-        let (agents, invariants) = self.runtime.roster(spec, tenant, "-");
-        Job::new(spec, &agents, &invariants).map(drop).map_err(|e| ServiceError::InvalidSpec(e.to_string()))
+    /// The job `id` of `tenant` as the engine builds it: unknown agent or invariant names are the client's
+    /// mistake, named by the engine's check. A job run before it is stored runs this one.
+    fn prepare(&self, spec: &JobSpec, tenant: &str, id: &str) -> Result<Job, ServiceError> {
+        // The job calls the trusted tools and its own tenant's validated ones, never another tenant's.
+        let (agents, invariants) = self.runtime.roster(spec, tenant, id);
+        Job::new(spec, &agents, &invariants)
+            .map(|j| j.traced_as(id))
+            .map_err(|e| ServiceError::InvalidSpec(e.to_string()))
     }
 
     /// Answer an open question of a job of `tenant`. Returns whether the job had every answer and was queued

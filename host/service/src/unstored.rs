@@ -18,16 +18,26 @@
 //! [`Store::create_run`]: converge_store::Store::create_run
 
 use crate::service::{Service, now_ms};
-use crate::worker::Run;
-use converge_engine::Status;
+use crate::worker::{Claimed, Run};
+use converge_engine::{Job, JobSpec, Status};
 use converge_store::{Admission, JobRecord, Lease, NewJob, NewRun, Outcome, Reply, Started, rules, wait};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
+/// A job as admission built it (its spec parsed, its agents and invariants bound, the components they are),
+/// for the worker that runs it before it is stored.
+pub(crate) struct Prepared {
+    pub(crate) spec: JobSpec,
+    pub(crate) job: Job,
+    pub(crate) components: BTreeMap<String, String>,
+}
+
 /// A job admitted and not stored yet.
 pub(crate) struct Unstored {
     job: NewJob,
+    /// Until a worker takes it.
+    prepared: Option<Prepared>,
     /// The waiting submission, which stores the stop and answers with it.
     waiter: Option<oneshot::Sender<Handoff>>,
     /// Once a worker runs it: the run's lease, start and components.
@@ -48,17 +58,18 @@ pub(crate) struct Handoff {
 }
 
 impl Unstored {
-    pub(crate) fn new(job: NewJob, waiter: oneshot::Sender<Handoff>) -> Self {
-        Self { job, waiter: Some(waiter), run: None }
+    pub(crate) fn new(job: NewJob, prepared: Prepared, waiter: oneshot::Sender<Handoff>) -> Self {
+        Self { job, prepared: Some(prepared), waiter: Some(waiter), run: None }
     }
 }
 
 impl Service {
-    /// Start running `id` if it is a job not stored yet: the run's lease (attempt 1, a fresh token) and the job
-    /// as it would be stored. `None`: the job is in the store (claim it there).
-    pub(crate) fn start_unstored(&self, id: &str) -> Option<(Started, Arc<Run>)> {
+    /// Start running `id` if it is a job not stored yet: the run's lease (attempt 1, a fresh token), the job as
+    /// it would be stored, and as admission built it. `None`: the job is in the store (claim it there).
+    pub(crate) fn start_unstored(&self, id: &str) -> Option<Claimed> {
         let mut map = self.unstored.lock().ok()?;
         let entry = map.get_mut(id).filter(|e| e.run.is_none())?;
+        let prepared = entry.prepared.take()?;
         let lease = Lease { token: rules::new_token(), attempt: 1 };
         let started_ms = now_ms();
         let run = Arc::new(Run::new(lease.clone(), true));
@@ -83,7 +94,7 @@ impl Service {
             result: None,
             traceparent: job.traceparent.clone(),
         };
-        Some((Started { record, answers: BTreeMap::new(), lease }, run))
+        Some(Claimed { started: Started { record, answers: BTreeMap::new(), lease }, run, prepared: Some(prepared) })
     }
 
     /// Record the components a run uses: kept with the job while it is not stored, else written (fenced).
@@ -103,7 +114,7 @@ impl Service {
     /// once the write has committed (the waiter then reads the job from the store).
     pub(crate) fn store_unstored(&self, id: &str) -> Option<(Reply<Admission>, Option<oneshot::Sender<Handoff>>)> {
         let mut map = self.unstored.lock().ok()?;
-        let Unstored { job, waiter, run } = map.remove(id)?;
+        let Unstored { job, waiter, run, .. } = map.remove(id)?;
         let reply = match run {
             None => self.store.create_job(job),
             Some(Running { lease, started_ms, components, run }) => run.stored_with(|cycles| {
@@ -168,7 +179,7 @@ impl Service {
     /// `Err(stop)`: the job is in the store; write the stop there as for any job.
     pub(crate) fn stop_unstored(&self, id: &str, stop: Outcome) -> Result<(), Outcome> {
         let Ok(mut map) = self.unstored.lock() else { return Err(stop) };
-        let Some(Unstored { job, waiter, run: Some(running) }) = map.remove(id) else {
+        let Some(Unstored { job, waiter, run: Some(running), .. }) = map.remove(id) else {
             return Err(stop);
         };
         let Running { lease, started_ms, components, run } = running;

@@ -11,8 +11,11 @@
 
 use crate::deadline::Deadline;
 use crate::service::{Service, now_ms};
+use crate::unstored::Prepared;
 use converge_engine::{CycleTrace, ErrorInfo, Inputs, Job, JobResult, JobSpec, Journal, Status, drive};
-use converge_store::{ClaimRequest, CycleRecord, Lease, NewQuestion, Outcome, Park, Started, StoreError, wait};
+use converge_store::{
+    ClaimRequest, CycleRecord, JobRecord, Lease, NewQuestion, Outcome, Park, Started, StoreError, wait,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +44,14 @@ pub(crate) struct Run {
 struct Held {
     cycles: Vec<CycleRecord>,
     since: Option<std::time::Instant>,
+}
+
+/// A job a worker is to run: its start, its run, and — for a job run before it is stored — the job as
+/// admission built it.
+pub(crate) struct Claimed {
+    pub(crate) started: Started,
+    pub(crate) run: Arc<Run>,
+    pub(crate) prepared: Option<Prepared>,
 }
 
 impl Run {
@@ -171,11 +182,11 @@ impl Service {
     }
 
     /// The job `id` this process queued, to run: from memory when it is not stored yet, else claimed.
-    fn take(&self, id: String) -> Option<(Started, Arc<Run>)> {
+    fn take(&self, id: String) -> Option<Claimed> {
         self.start_unstored(&id).or_else(|| self.claim(Some(id)))
     }
 
-    fn claim(&self, job: Option<String>) -> Option<(Started, Arc<Run>)> {
+    fn claim(&self, job: Option<String>) -> Option<Claimed> {
         let request = ClaimRequest {
             owner: self.config.owner.clone(),
             job,
@@ -184,9 +195,9 @@ impl Service {
             now_ms: now_ms(),
         };
         match wait(self.store.claim(request)) {
-            Ok(started) => started.map(|s| {
-                let run = Arc::new(Run::new(s.lease.clone(), false));
-                (s, run)
+            Ok(started) => started.map(|started| {
+                let run = Arc::new(Run::new(started.lease.clone(), false));
+                Claimed { started, run, prepared: None }
             }),
             Err(e) => {
                 tracing::error!(error = %e, "claiming a job failed");
@@ -197,7 +208,7 @@ impl Service {
         }
     }
 
-    fn run(&self, (started, run): (Started, Arc<Run>)) {
+    fn run(&self, Claimed { started, run, prepared }: Claimed) {
         let id = started.record.id.clone();
         let span = tracing::info_span!(
             "job",
@@ -215,7 +226,7 @@ impl Service {
             r.insert(id.clone(), Arc::clone(&run));
         }
         self.executor.enter();
-        let outcome = self.run_claimed(started, &run);
+        let outcome = self.run_claimed(started, &run, prepared);
         self.executor.leave();
         match outcome {
             Ok(()) => {}
@@ -248,20 +259,17 @@ impl Service {
 
     /// Run a claimed job to its next stop: an end (stored), waiting for answers (stored as `waiting`), or given
     /// back (a drain).
-    fn run_claimed(&self, started: Started, run: &Arc<Run>) -> Result<(), StoreError> {
+    fn run_claimed(&self, started: Started, run: &Arc<Run>, prepared: Option<Prepared>) -> Result<(), StoreError> {
         let Started { record, answers, lease } = started;
         let id = record.id.as_str();
-        let spec = match JobSpec::from_json(&record.spec) {
-            Ok(s) => s,
-            Err(e) => return self.fail(id, &lease, "invalid_spec", &format!("the stored spec no longer parses: {e}")),
+        let Prepared { spec, mut job, components } = match prepared {
+            Some(p) => p,
+            None => match self.prepare_stored(&record) {
+                Ok(p) => p,
+                Err((kind, message)) => return self.fail(id, &lease, kind, &message),
+            },
         };
-        // The job calls the trusted tools and its own tenant's validated ones, never another tenant's.
-        let (agents, invariants) = self.runtime.roster(&spec, &record.tenant, id);
-        let mut job = match Job::new(&spec, &agents, &invariants) {
-            Ok(j) => j.traced_as(id),
-            Err(e) => return self.fail(id, &lease, "unknown_agent", &format!("cannot start: {e}")),
-        };
-        self.begin_run(id, &lease, self.runtime.inventory().components(&spec));
+        self.begin_run(id, &lease, components);
         let deadline = &run.deadline;
         deadline.restart(Duration::from_millis(spec.budget.job_timeout_ms));
         let inputs = Inputs { answers, cancel_at: record.cancel_requested.then_some(record.cycles) };
@@ -299,6 +307,20 @@ impl Service {
         }
         tracing::info!(status = %status, cycles = job.cycles(), "job ended");
         Ok(())
+    }
+
+    /// A stored job as the engine builds it, or why it cannot be (the kind of error and its message).
+    fn prepare_stored(&self, record: &JobRecord) -> Result<Prepared, (&'static str, String)> {
+        let id = record.id.as_str();
+        let spec = JobSpec::from_json(&record.spec)
+            .map_err(|e| ("invalid_spec", format!("the stored spec no longer parses: {e}")))?;
+        // The job calls the trusted tools and its own tenant's validated ones, never another tenant's.
+        let (agents, invariants) = self.runtime.roster(&spec, &record.tenant, id);
+        let job = Job::new(&spec, &agents, &invariants)
+            .map_err(|e| ("unknown_agent", format!("cannot start: {e}")))?
+            .traced_as(id);
+        let components = self.runtime.inventory().components(&spec);
+        Ok(Prepared { spec, job, components })
     }
 
     /// End a job that cannot be built (its spec or its agents are gone) as `agent_failed`, with the reason.

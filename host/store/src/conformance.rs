@@ -727,6 +727,11 @@ pub fn a_run_stored_while_it_runs_holds_its_lease(open: Open) {
     let s = open("a_run_stored_while_it_runs_holds_its_lease", None);
     let run = new_run(vec![cycle(1, &[])], None, 3);
     assert_eq!(wait(s.create_run(job("j1", T, None, "{}", 1), run.clone())).unwrap(), Admission::Created);
+    create(&*s, "j0", 1);
+    let lease = start(&*s, "j0", 2).lease;
+    wait(s.begin("j0", &lease, run.components.clone(), 2)).unwrap();
+    wait(s.cycles("j0", &lease, vec![cycle(1, &[])], 3)).unwrap();
+    assert_eq!(written(&*s, "j1"), written(&*s, "j0"), "as the same run stored step by step");
     let r = s.job(None, "j1").unwrap().unwrap();
     assert_eq!((r.status, r.cycles, r.attempts), (Status::Running, 1, 1));
     assert!(wait(s.claim(request(Some("j1"), 4))).unwrap().is_none(), "held under the run's lease");
@@ -751,7 +756,13 @@ pub fn a_run_stored_while_it_runs_holds_its_lease(open: Open) {
 pub fn a_run_stored_waiting_takes_answers(open: Open) {
     let s = open("a_run_stored_waiting_takes_answers", None);
     let run = new_run(vec![cycle(1, &["q1"]), cycle(2, &[])], Some(outcome(Status::Waiting, 2, 3)), 3);
-    wait(s.create_run(job("j1", T, None, "{}", 1), run)).unwrap();
+    wait(s.create_run(job("j1", T, None, "{}", 1), run.clone())).unwrap();
+    create(&*s, "j0", 1);
+    let lease = start(&*s, "j0", 2).lease;
+    wait(s.begin("j0", &lease, run.components.clone(), 2)).unwrap();
+    wait(s.cycles("j0", &lease, run.cycles.clone(), 3)).unwrap();
+    assert_eq!(wait(s.park("j0", &lease, vec![], outcome(Status::Waiting, 2, 3))).unwrap(), Park::Parked);
+    assert_eq!(written(&*s, "j1"), written(&*s, "j0"), "as the same run stored step by step");
     let r = s.job(None, "j1").unwrap().unwrap();
     assert_eq!((r.status, r.context_hash.as_deref()), (Status::Waiting, Some("hash-waiting-2")));
     assert_eq!(kinds(&*s, "j1").last(), Some(&EventKind::Waiting));

@@ -333,8 +333,9 @@ impl Job {
         st.cycle = cycle;
         Arc::make_mut(&mut st.frozen).cycle = cycle;
         // The cycle's span holds its agent calls, its merge and its checks (no-ops unless the host installs a
-        // subscriber).
-        let cycle_span = tracing::info_span!(
+        // subscriber). Debug, like theirs: a log at info formats no per-cycle span (a trace exporter takes every
+        // level).
+        let cycle_span = tracing::debug_span!(
             "cycle",
             converge.job_id = &*st.id,
             converge.cycle = i64::from(cycle),

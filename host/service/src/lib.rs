@@ -8,7 +8,8 @@
 //! # Invariants of this crate
 //!
 //! - A submission is answered only after its job is committed; a full queue is refused before anything is
-//!   written, and a committed job always has a place in the queue.
+//!   written, and a committed job always has a place in the queue. A submission that waits for its result is
+//!   committed with its whole run, at its stop, before the answer (`unstored`).
 //! - The async runtime never runs a job or blocks on one: workers are OS threads; store reads run on the
 //!   blocking pool.
 //! - Nothing here knows wasmtime or HTTP: components come through the [`Runtime`] port, requests from whoever

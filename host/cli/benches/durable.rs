@@ -9,8 +9,8 @@
 //! whole job, committed (`synchronous = FULL`), run and answered. The builds take turns, round after round
 //! (ABC, then CBA), each on a fresh data directory, so a machine that slows down for a while slows all; the
 //! ratio quoted against each baseline is the median of the rounds' ratios. Then each build gets the same paced
-//! load, half the first baseline's median rate (this build's without a baseline), and its p50/p99 from when
-//! each job was due. Prints Markdown for BENCHMARKS.md.
+//! load, half the first baseline's median rate (this build's without a baseline), round after round in the same
+//! turns, and its p50/p99 from when each job was due. Prints Markdown for BENCHMARKS.md.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod common;
@@ -64,18 +64,26 @@ fn main() {
         }
     }
     let medians: Vec<f64> = loads.iter().map(|ls| median(ls.iter().map(rate).collect())).collect();
-    let half = medians.get(1).or(medians.first()).copied().unwrap_or(f64::NAN) / 2.0;
-    let halves: Vec<Load> = builds
-        .iter()
-        .enumerate()
-        .map(|(b, (_, bin))| {
-            let r = start(bin, &dir, &format!("b{b}-half"));
-            paced(&r, &job, secs, half, conns)
-        })
-        .collect();
+    // `CONVERGE_BENCH_RATE` sets the paced rate instead.
+    let half = std::env::var("CONVERGE_BENCH_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| medians.get(1).or(medians.first()).copied().unwrap_or(f64::NAN) / 2.0);
+    // halves[build][round], in the same turns.
+    let mut halves: Vec<Vec<Load>> = builds.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        let order: Vec<usize> =
+            if round % 2 == 0 { (0..builds.len()).collect() } else { (0..builds.len()).rev().collect() };
+        for b in order {
+            let r = start(&builds[b].1, &dir, &format!("b{b}-half{round}"));
+            let l = paced(&r, &job, secs, half, conns);
+            eprintln!("  half load, round {round} {}: p99 {:.1} ms", builds[b].0, pct(&l.latencies, 0.99));
+            halves[b].push(l);
+        }
+    }
     println!(
         "| build | jobs/s (median of {rounds}; each round) | p50 / p99 ms | failed | CPU ms per job (server / load) | \
-         at {half:.0} jobs/s: p50 / p99 ms, failed |"
+         at {half:.0} jobs/s: p50 / p99 ms (median; each round), failed |"
     );
     println!("|---|---|---|---|---|---|");
     for (b, (name, _)) in builds.iter().enumerate() {
@@ -87,13 +95,16 @@ fn main() {
         let cpu = median(ls.iter().map(|l| cpu_per_job(l)[0]).collect());
         let me = median(ls.iter().map(|l| cpu_per_job(l)[2]).collect());
         let h = &halves[b];
+        let h50 = median(h.iter().map(|l| pct(&l.latencies, 0.5)).collect());
+        let h99: Vec<f64> = h.iter().map(|l| pct(&l.latencies, 0.99)).collect();
+        let h99_each: Vec<String> = h99.iter().map(|p| format!("{p:.1}")).collect();
+        let h_failed: usize = h.iter().map(|l| l.failed).sum();
         println!(
-            "| {name} | **{:.0}** ({}) | {p50:.1} / {p99:.1} | {failed} | {cpu:.2} / {me:.2} | {:.1} / {:.1}, {} |",
+            "| {name} | **{:.0}** ({}) | {p50:.1} / {p99:.1} | {failed} | {cpu:.2} / {me:.2} | {h50:.1} / **{:.1}** ({}), {h_failed} |",
             medians[b],
             each.join(", "),
-            pct(&h.latencies, 0.5),
-            pct(&h.latencies, 0.99),
-            h.failed
+            median(h99),
+            h99_each.join(", "),
         );
     }
     for (b, (name, _)) in builds.iter().enumerate().skip(1) {

@@ -20,6 +20,10 @@ use std::sync::mpsc;
 
 /// Most writes in one transaction.
 const MAX_GROUP: usize = 1024;
+/// How often the checkpointer copies the write-ahead log into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// WAL pages past which the writer checkpoints by itself: only if the checkpointer cannot keep up.
+const WAL_BACKSTOP_PAGES: i64 = 10_000;
 /// Read connections kept open.
 const READERS: usize = 32;
 
@@ -210,6 +214,8 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<Box<dyn Write>>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Stops the checkpointer when dropped, and its thread.
+    checkpointer: Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     readers: Mutex<Vec<Connection>>,
     /// `converge.lock`, locked while this store is open for writing: one process per store.
     lock: Mutex<Option<std::fs::File>>,
@@ -314,6 +320,9 @@ impl SqliteStore {
         let conn = open(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| db(&e))?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(|e| db(&e))?;
+        // The checkpointer copies the log into the database off the writer's commits (a checkpoint inside a
+        // commit held every waiting write for tens of milliseconds); the writer checkpoints only past this.
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES).map_err(|e| db(&e))?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| db(&e))?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| db(&e))?;
         if version > SCHEMA_VERSION {
@@ -343,6 +352,7 @@ impl SqliteStore {
         // running jobs are claimable at once.
         conn.execute("UPDATE jobs SET lease_owner = NULL, lease_token = NULL, lease_expires_ms = NULL", [])
             .map_err(|e| db(&e))?;
+        let checkpointer = checkpointer(&path)?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("converge-store".into())
@@ -352,6 +362,7 @@ impl SqliteStore {
             path,
             writer: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            checkpointer: Mutex::new(Some(checkpointer)),
             readers: Mutex::new(Vec::new()),
             lock: Mutex::new(Some(lock)),
         })
@@ -380,6 +391,7 @@ impl SqliteStore {
             path,
             writer: Mutex::new(None),
             thread: Mutex::new(None),
+            checkpointer: Mutex::new(None),
             readers: Mutex::new(vec![conn]),
             lock: Mutex::new(None),
         })
@@ -391,6 +403,10 @@ impl SqliteStore {
             w.take();
         }
         if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = thread.join();
+        }
+        if let Some((stop, thread)) = self.checkpointer.lock().ok().and_then(|mut c| c.take()) {
+            drop(stop);
             let _ = thread.join();
         }
         if let Ok(mut l) = self.lock.lock() {
@@ -437,6 +453,31 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// A thread with its own connection that runs a passive checkpoint every [`CHECKPOINT_EVERY`] (it copies what
+/// the log holds into the database without waiting for, or holding up, the writer or a reader) until the sender
+/// it returns is dropped.
+fn checkpointer(path: &Path) -> Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>), StoreError> {
+    let conn = open(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    let (stop, stopped) = mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("converge-checkpoint".into())
+        .spawn(move || {
+            let mut failing = false;
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "a checkpoint failed; the writer checkpoints past {WAL_BACKSTOP_PAGES} pages");
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
+        .map_err(|e| StoreError::Db { context: "starting the store checkpointer".into(), message: e.to_string() })?;
+    Ok((stop, thread))
 }
 
 /// A write applied inside the group's transaction, waiting for the commit to be answered.

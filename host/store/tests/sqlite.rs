@@ -128,3 +128,38 @@ fn a_restart_voids_the_leases_of_the_process_that_died() {
     let again = wait(store.claim(claim(3))).unwrap().expect("its lease died with its process");
     assert_eq!(again.lease.attempt, 2);
 }
+
+#[test]
+fn the_log_is_copied_into_the_database_off_the_writer() {
+    // Below the writer's own checkpoint threshold (10,000 pages), committed pages stay in the write-ahead log
+    // unless the checkpointer copies them into the database file.
+    let dir = dir("checkpoint");
+    let store = SqliteStore::open(&dir, None).unwrap();
+    let size = || std::fs::metadata(dir.join("converge.db")).unwrap().len();
+    let before = size();
+    let spec = format!("{{\"goal\": \"{}\"}}", "x".repeat(16 * 1024));
+    for i in 0..64 {
+        let job = converge_store::NewJob {
+            id: format!("j{i}"),
+            tenant: "t".into(),
+            spec: spec.clone(),
+            spec_hash: format!("h{i}"),
+            goal: "g".into(),
+            labels: std::collections::BTreeMap::new(),
+            idempotency_key: None,
+            traceparent: None,
+            now_ms: 1,
+        };
+        converge_store::wait(store.create_job(job)).unwrap();
+    }
+    let mut copied = false;
+    for _ in 0..100 {
+        if size() >= before + 64 * 16 * 1024 {
+            copied = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(copied, "the database file holds the jobs' pages ({} bytes, {before} before)", size());
+    store.close();
+}

@@ -20,7 +20,7 @@
 use crate::service::{Service, now_ms};
 use crate::worker::{Claimed, Run};
 use converge_engine::{Job, JobSpec, Status};
-use converge_store::{Admission, JobRecord, Lease, NewJob, NewRun, Outcome, Reply, Started, rules, wait};
+use converge_store::{Admission, CycleRecord, JobRecord, Lease, NewJob, NewRun, Outcome, Reply, Started, rules, wait};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -117,20 +117,10 @@ impl Service {
         let Unstored { job, waiter, run, .. } = map.remove(id)?;
         let reply = match run {
             None => self.store.create_job(job),
-            Some(Running { lease, started_ms, components, run }) => run.stored_with(|cycles| {
-                let now_ms = now_ms();
-                let new = NewRun {
-                    owner: self.config.owner.clone(),
-                    lease,
-                    lease_ms: self.lease_ms(),
-                    started_ms,
-                    components,
-                    cycles,
-                    stop: None,
-                    now_ms,
-                };
-                self.store.create_run(job, new)
-            }),
+            Some(running) => {
+                let run = Arc::clone(&running.run);
+                run.stored_with(|cycles| self.store.create_run(job, self.new_run(running, cycles, None)))
+            }
         };
         drop(map);
         Some((reply, waiter))
@@ -182,21 +172,8 @@ impl Service {
         let Some(Unstored { job, waiter, run: Some(running), .. }) = map.remove(id) else {
             return Err(stop);
         };
-        let Running { lease, started_ms, components, run } = running;
-        let cycles = run.take_held();
-        let handoff = Handoff {
-            job,
-            run: NewRun {
-                owner: self.config.owner.clone(),
-                lease,
-                lease_ms: self.lease_ms(),
-                started_ms,
-                components,
-                cycles,
-                stop: Some(stop),
-                now_ms: now_ms(),
-            },
-        };
+        let cycles = running.run.take_held();
+        let handoff = Handoff { job, run: self.new_run(running, cycles, Some(stop)) };
         drop(map);
         let handoff = match waiter {
             Some(w) => match w.send(handoff) {
@@ -212,6 +189,21 @@ impl Service {
             Err(e) => tracing::error!(error = %e, "storing a finished run failed; its client had gone"),
         }
         Ok(())
+    }
+
+    /// What a run has done, to store with its job.
+    fn new_run(&self, running: Running, cycles: Vec<CycleRecord>, stop: Option<Outcome>) -> NewRun {
+        let Running { lease, started_ms, components, .. } = running;
+        NewRun {
+            owner: self.config.owner.clone(),
+            lease,
+            lease_ms: self.lease_ms(),
+            started_ms,
+            components,
+            cycles,
+            stop,
+            now_ms: now_ms(),
+        }
     }
 
     /// How long a lease holds without renewal, in ms.

@@ -746,6 +746,10 @@ pub fn a_run_stored_while_it_runs_holds_its_lease(open: Open) {
         kinds(&*s, "j1"),
         [EventKind::Created, EventKind::Started, EventKind::Cycle, EventKind::Cycle, EventKind::End]
     );
+    // A run stored a long time after it started holds its lease from the write, not from its start.
+    let late = NewRun { started_ms: 1, now_ms: real_now(), ..new_run(vec![], None, 0) };
+    wait(s.create_run(job("j3", T, None, "{}", 1), late)).unwrap();
+    assert!(wait(s.claim(request(Some("j3"), real_now() + 1_000))).unwrap().is_none(), "held from the write");
     // A run stored while it ran and given back: the job is claimable again, as its second attempt.
     let run = new_run(vec![], None, 7);
     wait(s.create_run(job("j2", T, None, "{}", 7), run.clone())).unwrap();

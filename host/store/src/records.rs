@@ -227,7 +227,7 @@ pub struct NewRun {
     pub owner: String,
     /// The run's lease: attempt 1, a token the service drew.
     pub lease: Lease,
-    /// How long the lease holds without a renewal (while the job still runs).
+    /// How long the lease holds without a renewal, from this write (while the job still runs).
     pub lease_ms: u64,
     /// Unix ms when the run started.
     pub started_ms: u64,

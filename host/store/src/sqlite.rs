@@ -787,7 +787,7 @@ fn create_run(c: &Connection, job: &NewJob, run: &NewRun, events: &mut Vec<Event
     let lease = run
         .stop
         .is_none()
-        .then(|| (run.owner.as_str(), run.lease.token.as_str(), to_i64(run.started_ms.saturating_add(run.lease_ms))));
+        .then(|| (run.owner.as_str(), run.lease.token.as_str(), to_i64(run.now_ms.saturating_add(run.lease_ms))));
     exec(
         c,
         "INSERT INTO jobs (id, tenant, status, goal, spec, spec_hash, labels, created_ms, updated_ms, attempts, cycles,
@@ -866,6 +866,10 @@ fn create_run_by_steps(
     match claim(c, &req, Some(&run.lease.token), events)? {
         Some(started) if started.lease == run.lease => {}
         _ => return Err(corrupt(format!("job {id}"), "a job stored with its run could not be claimed by it")),
+    }
+    if run.stop.is_none() {
+        // The lease runs from this write, not from the run's start.
+        renew(c, id, &run.lease, run.now_ms.saturating_add(run.lease_ms))?;
     }
     begin(c, id, &run.lease, &run.components)?;
     if !run.cycles.is_empty() {

@@ -147,7 +147,7 @@ pub fn load(replicas: &[&Replica], job: &[u8], secs: u64, conns: usize) -> Load 
     let pids: Vec<u32> = replicas.iter().map(|r| r.child.id()).collect();
     let cpu_before = cpu_ticks(&pids);
     let start = Instant::now();
-    let threads: Vec<_> = (0..conns)
+    let threads: Vec<Client> = (0..conns)
         .map(|i| {
             let addr = replicas[i % replicas.len()].addr.clone();
             let job = job.to_vec();
@@ -167,18 +167,7 @@ pub fn load(replicas: &[&Replica], job: &[u8], secs: u64, conns: usize) -> Load 
         .collect();
     std::thread::sleep(Duration::from_secs(secs));
     stop.store(true, Ordering::Relaxed);
-    let mut latencies = Vec::new();
-    let mut failed = 0;
-    for t in threads {
-        let (ok, f) = t.join().unwrap();
-        latencies.extend(ok);
-        failed += f;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let cpu_after = cpu_ticks(&pids);
-    let cpu = [0, 1, 2].map(|i| cpu_after[i].saturating_sub(cpu_before[i]));
-    latencies.sort();
-    Load { jobs: latencies.len(), failed, secs, latencies, cpu }
+    gather(threads, start, &pids, cpu_before)
 }
 
 pub fn pct(sorted: &[Duration], q: f64) -> f64 {
@@ -205,7 +194,7 @@ pub fn paced(replica: &Replica, job: &[u8], secs: u64, rate: f64, conns: usize) 
     let start = Instant::now();
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
     let total = (rate * secs as f64) as usize;
-    let threads: Vec<_> = (0..conns)
+    let threads: Vec<Client> = (0..conns)
         .map(|t| {
             let addr = replica.addr.clone();
             let job = job.to_vec();
@@ -226,6 +215,13 @@ pub fn paced(replica: &Replica, job: &[u8], secs: u64, rate: f64, conns: usize) 
             })
         })
         .collect();
+    gather(threads, start, &pids, cpu_before)
+}
+
+type Client = std::thread::JoinHandle<(Vec<Duration>, usize)>;
+
+/// What the client threads measured since `start`, and the CPU time spent since `cpu_before`.
+fn gather(threads: Vec<Client>, start: Instant, pids: &[u32], cpu_before: [u64; 3]) -> Load {
     let mut latencies = Vec::new();
     let mut failed = 0;
     for t in threads {
@@ -234,7 +230,7 @@ pub fn paced(replica: &Replica, job: &[u8], secs: u64, rate: f64, conns: usize) 
         failed += f;
     }
     let secs = start.elapsed().as_secs_f64();
-    let cpu_after = cpu_ticks(&pids);
+    let cpu_after = cpu_ticks(pids);
     let cpu = [0, 1, 2].map(|i| cpu_after[i].saturating_sub(cpu_before[i]));
     latencies.sort();
     Load { jobs: latencies.len(), failed, secs, latencies, cpu }

@@ -261,8 +261,9 @@ impl Service {
                     }
                     None
                 }
-                // A worker handed its stop over just now.
-                None => rx.try_recv().ok(),
+                // Whoever took the entry just now sends the stop (a worker) or drops the channel once the job is
+                // stored (a drain, a long run): either follows at once.
+                None => rx.await.ok(),
             },
         };
         if let Some(Handoff { job, run }) = handoff {

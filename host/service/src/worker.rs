@@ -427,8 +427,7 @@ impl Journal for StoreJournal<'_> {
             self.flush();
         }
         // What a read of the running job shows: the state at most `LIVE_DELAY` and one cycle old, and at once
-        // the questions a cycle asked.
-        // Nobody can read a job that is not stored yet.
+        // the questions a cycle asked (nobody can read a job that is not stored yet).
         if !self.run.is_unstored()
             && (!trace.questions.is_empty() || self.run.snapshot_due())
             && let Ok(mut l) = self.svc.live.lock()

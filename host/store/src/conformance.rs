@@ -714,6 +714,13 @@ pub fn a_run_stored_whole_reads_as_one_stored_step_by_step(open: Open) {
     let heard: Vec<(u64, EventKind)> =
         seen.lock().unwrap().iter().filter(|e| e.job == "j2").map(|e| (e.seq, e.kind)).collect();
     assert_eq!(heard, whole.5.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>());
+    // With a fresh key: the same again, and the key names the job.
+    assert_eq!(wait(s.create_run(job("j5", T, Some("k5"), "{}", 1), run)).unwrap(), Admission::Created);
+    assert_eq!(written(&*s, "j5"), step, "with a key, as step by step");
+    assert_eq!(
+        wait(s.create_job(job("j6", T, Some("k5"), "{}", 2))).unwrap(),
+        Admission::Existing { id: "j5".into(), status: Status::Converged }
+    );
     // A key that names another job: nothing of the run is stored.
     assert_eq!(wait(s.create_job(job("j3", T, Some("k"), "{}", 5))).unwrap(), Admission::Created);
     let again = wait(
